@@ -1,0 +1,41 @@
+# tinyscale: `make lab` sets up and opens the workbook; `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+PORT   ?= 8888
+
+.PHONY: setup lab test sync-check nbtest pytest bench clean-nbs
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: an unpinned torch (or one pulled in by another package) brings several GB of CUDA wheels.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+lab: setup
+	$(BIN)/jupyter lab --port $(PORT) nbs/
+
+# The generated modules must match the notebooks, and the notebooks must be clean.
+sync-check: setup
+	$(BIN)/nbdev-export
+	git diff --exit-code -- tinyscale
+	@untracked=$$(git status --porcelain --untracked-files=all -- tinyscale); \
+	  if [ -n "$$untracked" ]; then echo "untracked generated modules (commit them):"; echo "$$untracked"; exit 1; fi
+	$(BIN)/nbdev-clean
+	git diff --exit-code -- nbs
+
+nbtest: setup
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/nbdev-test --n-workers 2
+
+pytest: setup
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
+
+test: sync-check nbtest pytest
+
+bench: setup
+	$(BIN)/python bench/generate.py --quick
