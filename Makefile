@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PORT   ?= 8888
 
-.PHONY: setup lab test sync-check nbtest pytest bench clean-nbs
+.PHONY: setup lab test sync-check nbtest pytest bench readme
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,12 @@ sync-check: setup
 	  if [ -n "$$untracked" ]; then echo "untracked generated modules (commit them):"; echo "$$untracked"; exit 1; fi
 	$(BIN)/nbdev-clean
 	git diff --exit-code -- nbs
+	@$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null | diff -u README.md - \
+	  || { echo "README.md is out of date: run make readme"; exit 1; }
+
+# README.md is nbs/index.ipynb as Markdown (nbdev-readme needs Quarto; nbconvert does not).
+readme: setup
+	$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null > README.md
 
 nbtest: setup
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/nbdev-test --n-workers 2
