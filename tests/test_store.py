@@ -1,0 +1,262 @@
+"Crash, concurrency and damage tests of the score store (tinyscale.store)."
+import json, os, signal, subprocess, sys, textwrap, warnings
+from pathlib import Path
+
+import pytest
+
+from tinyscale.completions import Completion, append_completions, completion_id, load_completions
+from tinyscale.core import TinyscaleError, config_hash, text_hash
+from tinyscale.store import EVENT_FIELDS, ScoreStore, event_problem
+
+
+def make_completion(prompt_id, category, model, prompt, text):
+    config = {"num_beams": 5}
+    return Completion(completion_id(model, "rev0", text_hash(prompt), config_hash(config)), prompt_id, category, prompt,
+                      text, model, revision="rev0", prompt_hash=text_hash(prompt), config=config,
+                      config_hash=config_hash(config), finish_reason="length")
+
+
+EXAMPLES = [
+    make_completion("gr-01", "Grammar", "roneneldan/TinyStories-1M", "Once upon a time, a dog", " ran and ran."),
+    make_completion("gr-01", "Grammar", "roneneldan/TinyStories-8M", "Once upon a time, a dog", " found a bone.\r\nThe end."),
+    make_completion("re-01", "Reasoning", "roneneldan/TinyStories-1M", "Sam had three cats and one ran away, so", " two."),
+    make_completion("ct-01", "Context-Tracking", "roneneldan/TinyStories-8M", "Mia had a red hat.", " Her hat was red."),
+]
+GRAMMAR_1M, GRAMMAR_8M, REASONING_1M, CONTEXT_8M = (c.completion_id for c in EXAMPLES)
+
+
+@pytest.fixture
+def workbook(tmp_path):
+    "A completions folder with the example records, and an empty scores folder."
+    append_completions(tmp_path/"completions"/"run.jsonl", EXAMPLES)
+    return tmp_path
+
+
+def open_store(workbook):
+    return ScoreStore(workbook/"scores", completions=load_completions(workbook/"completions"))
+
+
+def lines_of(path):
+    return Path(path).read_bytes().splitlines()
+
+
+def test_round_trip_through_a_fresh_store(workbook):
+    store = open_store(workbook)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana", seconds=3.5, note="nice")
+    store.set_score(GRAMMAR_1M, "B", 0.5, "ana")
+    store.set_score(REASONING_1M, "A", 0, "ana")
+    again = open_store(workbook).current("ana")
+    assert list(zip(again.completion_id, again.criterion, again.score)) == [
+        (GRAMMAR_1M, "A", 1.0), (GRAMMAR_1M, "B", 0.5), (REASONING_1M, "A", 0.0)]
+    first = again.iloc[0]
+    assert (first.seconds, first.note, first.source, first.model) == (3.5, "nice", "manual", "roneneldan/TinyStories-1M")
+    assert again.prompt.iloc[0] == "Once upon a time, a dog"
+    record = json.loads(lines_of(workbook/"scores"/"ana.jsonl")[0])
+    assert list(record) == list(EVENT_FIELDS)
+    assert record["prompt_id"] == "gr-01" and record["config_hash"] == EXAMPLES[0].config_hash
+
+
+def test_latest_event_wins_and_history_stays(workbook):
+    store = open_store(workbook)
+    for score in (1, 0, 0.5):
+        store.set_score(GRAMMAR_8M, "C", score, "ana")
+    other = open_store(workbook)  # a second notebook on the same files
+    other.set_score(GRAMMAR_8M, "C", 1, "ana")
+    assert store.scores_for(GRAMMAR_8M, "ana") == {"C": 1.0}
+    assert store.events("ana").score.tolist() == [1.0, 0.0, 0.5, 1.0]
+    store.set_score(GRAMMAR_8M, "C", None, "ana")
+    assert store.scores_for(GRAMMAR_8M, "ana") == {}
+    assert len(store.current("ana")) == 0
+    assert len(other.events("ana")) == 5
+
+
+def test_raters_have_their_own_files(workbook):
+    store = open_store(workbook)
+    store.set_score(REASONING_1M, "A", 1, "ana")
+    store.set_score(REASONING_1M, "A", 0, "judge:claude-x", source="judge:claude-x")
+    assert sorted(p.name for p in (workbook/"scores").iterdir()) == ["ana.jsonl", "judge_claude-x.jsonl"]
+    assert store.raters() == ["ana", "judge:claude-x"]
+    assert store.current("judge:claude-x").score.tolist() == [0.0]
+    assert sorted(store.current().rater) == ["ana", "judge:claude-x"]
+
+
+def test_invalid_scores_write_nothing(workbook):
+    store = open_store(workbook)
+    bad = [(GRAMMAR_1M, "A", 0.3, "ana", "0.3 is not a score level"),
+           (GRAMMAR_1M, "A", 2, "ana", "2 is not a score level"),
+           (GRAMMAR_1M, "A", "good", "ana", "not a score"),
+           (GRAMMAR_1M, "A", True, "ana", "not a score"),
+           (GRAMMAR_1M, "F", 1, "ana", "'F' is not a criterion of 'Grammar'"),
+           (REASONING_1M, "B", 1, "ana", "'B' is not a criterion of 'Reasoning'"),
+           ("feedfeedfeedfeed", "A", 1, "ana", "unknown completion 'feedfeedfeedfeed'"),
+           (GRAMMAR_1M, "A", 1, "", "non-empty rater name")]
+    for cid, criterion, score, rater, message in bad:
+        with pytest.raises(TinyscaleError, match=message):
+            store.set_score(cid, criterion, score, rater)
+    with pytest.raises(TinyscaleError, match="seconds -1"):
+        store.set_score(GRAMMAR_1M, "A", 1, "ana", seconds=-1)
+    with pytest.raises(TinyscaleError, match="'B' is not a criterion of 'Reasoning'"):
+        store.set_scores([dict(completion_id=REASONING_1M, criterion="A", score=1),
+                          dict(completion_id=REASONING_1M, criterion="B", score=1)], "ana")
+    assert not (workbook/"scores").exists()
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    size = (workbook/"scores"/"ana.jsonl").stat().st_size
+    with pytest.raises(TinyscaleError):
+        store.set_score(GRAMMAR_1M, "A", 0.25, "ana")
+    assert (workbook/"scores"/"ana.jsonl").stat().st_size == size
+
+
+def test_torn_last_line_is_skipped_with_its_line_number(workbook):
+    store = open_store(workbook)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    store.set_score(GRAMMAR_1M, "B", 1, "ana")
+    log = workbook/"scores"/"ana.jsonl"
+    with open(log, "ab") as f:
+        f.write(b'{"completion_id": "' + GRAMMAR_1M.encode() + b'", "criterion": "C", "sco')
+    with pytest.warns(UserWarning, match=r"ana.jsonl, line 3: skipped an unfinished last line"):
+        fresh = open_store(workbook)
+        assert fresh.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0}
+    assert any("line 3" in p for p in fresh.problems())
+    with pytest.warns(UserWarning, match="moved to"):
+        fresh.set_score(GRAMMAR_1M, "C", 0, "ana")
+    assert fresh.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0, "C": 0.0}
+    assert fresh.problems() == []
+    assert [json.loads(line)["criterion"] for line in lines_of(log)] == ["A", "B", "C"]
+    assert (workbook/"scores"/"ana.jsonl.torn").read_bytes().startswith(b'{"completion_id"')
+
+
+def test_bad_middle_lines_are_reported_and_good_lines_kept(workbook):
+    store = open_store(workbook)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    log = workbook/"scores"/"ana.jsonl"
+    event = json.loads(lines_of(log)[0])
+    with open(log, "ab") as f:
+        f.write(b"}{ garbage\n")
+        f.write(json.dumps({**event, "score": 0.7}).encode() + b"\n")
+        f.write(json.dumps({**event, "rater": "bo"}).encode() + b"\n")
+        f.write(json.dumps({k: v for k, v in event.items() if k != "criterion"}).encode() + b"\n")
+        f.write(b"[1, 2]\n\n")
+    store.set_score(GRAMMAR_1M, "B", 0.5, "ana")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh = open_store(workbook)
+        assert fresh.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 0.5}
+    problems = fresh.problems()
+    assert [str(w.message) for w in caught] == problems
+    assert len(problems) == 5
+    for line, reason in zip(range(2, 7), ["not JSON", "score 0.7 is not 0, 0.5, 1 or null",
+                                          "an event of rater 'bo', whose events belong in bo.jsonl",
+                                          "missing field(s) criterion", "not a JSON object"]):
+        assert f"ana.jsonl, line {line}: {reason}" in problems[line - 2]
+    assert "bo" not in fresh.raters()
+
+
+def test_reader_follows_appends_and_replaced_files(workbook):
+    store = open_store(workbook)
+    other = open_store(workbook)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    assert len(other.events("ana")) == 1
+    other.set_score(GRAMMAR_1M, "A", 0, "ana")
+    assert store.scores_for(GRAMMAR_1M, "ana") == {"A": 0.0}
+    log = workbook/"scores"/"ana.jsonl"
+    first_line = lines_of(log)[0]
+    replacement = workbook/"scores"/"replacement"
+    replacement.write_bytes(first_line + b"\n")
+    os.replace(replacement, log)  # e.g. restored from a backup
+    assert store.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0}
+    log.write_bytes(first_line.replace(b'"score":1.0', b'"score":0.5') + b"\n")  # same length, edited in place
+    assert store.scores_for(GRAMMAR_1M, "ana") == {"A": 0.5}
+
+
+def test_notes_progress_and_queue(workbook):
+    store = open_store(workbook)
+    assert store.unscored("ana") == [GRAMMAR_1M, GRAMMAR_8M, REASONING_1M, CONTEXT_8M]
+    store.set_scores([dict(completion_id=GRAMMAR_1M, criterion=c, score=1, seconds=40) for c in "ABCDE"], "ana")
+    store.set_scores([dict(completion_id=GRAMMAR_8M, criterion=c, score=0) for c in "ABCD"], "ana")
+    store.set_score(CONTEXT_8M, "A", 0.5, "ana")
+    store.set_note(GRAMMAR_8M, "ana", "stops mid-word")
+    assert store.unscored("ana") == [GRAMMAR_8M, REASONING_1M, CONTEXT_8M]
+    progress = store.progress("ana")
+    assert progress.to_dict("records") == [
+        dict(category="Grammar", model="roneneldan/TinyStories-1M", scored=1, total=1),
+        dict(category="Grammar", model="roneneldan/TinyStories-8M", scored=0, total=1),
+        dict(category="Reasoning", model="roneneldan/TinyStories-1M", scored=0, total=1),
+        dict(category="Context-Tracking", model="roneneldan/TinyStories-8M", scored=0, total=1)]
+    store.set_score(GRAMMAR_8M, "E", 0.5, "ana")
+    assert store.progress("ana").scored.sum() == 2
+    store.set_score(GRAMMAR_8M, "E", None, "ana")
+    assert store.unscored("ana")[0] == GRAMMAR_8M
+    assert store.notes("ana") == {GRAMMAR_8M: "stops mid-word"}
+    assert store.notes("bo") == {}
+    note_event = store.events("ana").iloc[-3]
+    assert (note_event.criterion, note_event.note) == ("", "stops mid-word") and note_event.score != note_event.score
+    assert "" not in set(store.current("ana").criterion)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from tinyscale.completions import load_completions
+    from tinyscale.store import ScoreStore
+    scores, completions, name, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    store = ScoreStore(scores, completions=load_completions(completions))
+    cid = store.completions.completion_id[0]
+    print("ready", flush=True)
+    sys.stdin.readline()  # start together
+    for i in range(count):
+        store.set_score(cid, "ABCDE"[i % 5], [0, 0.5, 1][i % 3], "ana", seconds=float(i), note=f"{name}-{i}")
+        if name == "acked": print(i, flush=True)
+    if name == "acked": sys.stdin.readline()  # wait to be killed
+""")
+
+
+def start_child(workbook, name, count):
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(workbook/"scores"), str(workbook/"completions"), name,
+                              str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_two_processes_write_2000_whole_lines(workbook):
+    children = [start_child(workbook, name, 1000) for name in ("one", "two")]
+    for child in children:
+        child.stdin.write("go\n"); child.stdin.flush()
+    for child in children:
+        assert child.wait(timeout=120) == 0
+    lines = lines_of(workbook/"scores"/"ana.jsonl")
+    assert len(lines) == 2000
+    records = [json.loads(line) for line in lines]
+    assert all(event_problem(r, "ana.jsonl") is None for r in records)
+    for name in ("one", "two"):
+        notes = [r["note"] for r in records if r["note"].startswith(name + "-")]
+        assert notes == [f"{name}-{i}" for i in range(1000)]  # every event, in the order its writer wrote them
+    store = open_store(workbook)
+    assert len(store.events("ana")) == 2000 and store.problems() == []
+
+
+def test_an_acknowledged_score_survives_sigkill(workbook):
+    child = start_child(workbook, "acked", 1_000_000)
+    child.stdin.write("go\n"); child.stdin.flush()
+    acknowledged = [int(child.stdout.readline()) for _ in range(25)]
+    os.kill(child.pid, signal.SIGKILL)  # right after set_score returned for event 24, possibly mid-write of event 25
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a torn line from the kill is allowed; it was never acknowledged
+        events = open_store(workbook).events("ana")
+    written = [int(note.split("-")[1]) for note in events.note]
+    assert written[:25] == acknowledged == list(range(25))
+    assert written == list(range(len(written)))
+
+
+def test_kill_right_after_one_set_score(workbook):
+    script = CHILD.replace("for i in range(count):", "for i in range(1):")
+    child = subprocess.Popen([sys.executable, "-c", script, str(workbook/"scores"), str(workbook/"completions"),
+                              "acked", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.stdin.write("go\n"); child.stdin.flush()
+    assert child.stdout.readline().strip() == "0"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    current = open_store(workbook).current("ana")
+    assert list(zip(current.criterion, current.score, current.note)) == [("A", 0.0, "acked-0")]
