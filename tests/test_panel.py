@@ -338,3 +338,41 @@ def test_session_reports_a_bad_name_and_no_completions(tmp_path, completions, st
     empty = ScoringSession(completions=completions.iloc[:0], rater_path=tmp_path/"name")
     assert "no completions to score yet" in empty.message.value and empty.panel is None
     with pytest.raises(TinyscaleError): remember_rater("two\nlines", tmp_path/"name")
+
+
+# The scoring notebook itself
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_scoring_notebook(project:Path, tmp_path:Path, monkeypatch)->str:
+    "Execute nbs/score.ipynb with `project` as the workbook root; returns the widget state it showed, as JSON."
+    import nbformat
+    from nbclient import NotebookClient
+    for name, value in dict(TINYSCALE_ROOT=project, TINYSCALE_RATER="ana", JUPYTER_RUNTIME_DIR=tmp_path/"runtime",
+                            JUPYTER_DATA_DIR=tmp_path/"data", JUPYTER_CONFIG_DIR=tmp_path/"config", IPYTHONDIR=tmp_path/"ipython").items():
+        monkeypatch.setenv(name, str(value))
+    notebook = nbformat.read(ROOT/"nbs"/"score.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(project)}}).execute()
+    return json.dumps(notebook.metadata.get("widgets", {}), ensure_ascii=False)
+
+
+def test_the_scoring_notebook_opens_a_panel_and_writes_nothing(tmp_path, monkeypatch):
+    project = tmp_path/"project"
+    (project/"data"/"completions").mkdir(parents=True)
+    (project/"data"/"criteria.csv").write_bytes((ROOT/"data"/"criteria.csv").read_bytes())
+    (project/"data"/"completions"/"fixture.jsonl").write_bytes((FIXTURE/"completions.jsonl").read_bytes())
+    before = sorted(project.rglob("*"))
+    shown = run_scoring_notebook(project, tmp_path, monkeypatch)
+    assert "Scoring as <b>ana</b>" in shown and "Item 1 of 8" in shown and "0 / 8 scored" in shown
+    assert not any(m in shown for m in MODELS)
+    assert sorted(project.rglob("*")) == before
+
+
+def test_the_scoring_notebook_says_when_there_is_nothing_to_score(tmp_path, monkeypatch):
+    project = tmp_path/"project"
+    (project/"data").mkdir(parents=True)
+    (project/"data"/"criteria.csv").write_bytes((ROOT/"data"/"criteria.csv").read_bytes())
+    shown = run_scoring_notebook(project, tmp_path, monkeypatch)
+    assert "There are no completions to score yet" in shown
+    assert sorted(p.name for p in project.rglob("*")) == ["criteria.csv", "data"]
