@@ -26,9 +26,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 RATER = "tester"
 TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.browser
-
-
 def require_browser():
     "Skip when Chromium or Playwright is missing, except under CI, where the test must run."
     problem = None
@@ -128,6 +125,15 @@ def score_button(page, index:int, level:str):
     return criterion_row(page, index).locator("button", has_text=re.compile(f"^(✓ )?{re.escape(level)}$"))
 
 
+def test_without_chromium_the_test_skips_locally_but_fails_under_ci(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is missing"): require_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set but /nonexistent/chromium is missing"): require_browser()
+
+
+@pytest.mark.browser
 def test_score_by_mouse_and_keys_then_resume_after_restart(tmp_path, capsys):
     require_browser()
     from playwright.sync_api import expect
