@@ -1,0 +1,105 @@
+"""Every blog post executes (with nbclient, as Quarto would run it) on a small fixture score set and shows its figures.
+
+Quarto is not needed: each `posts/*/index.ipynb` is run in a kernel whose `TINYSCALE_ROOT` points at a
+temporary workbook holding the rubric, the prompts, the paper targets and one rater's scores imported
+from `tests/fixtures/analysis_wide_scores.csv`. The same post is run again on a workbook with no
+scores, where it must say so instead of failing.
+"""
+import os, shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tinyscale.completions import load_completions
+from tinyscale.rubric import load_rubric
+from tinyscale.store import ScoreStore, import_wide_csv
+from tinyscale.prompts import load_prompts
+from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watch_notes
+
+REPO = Path(__file__).resolve().parents[1]
+POSTS = sorted((REPO/"posts").glob("*/index.ipynb"))
+SCORES = REPO/"tests"/"fixtures"/"analysis_wide_scores.csv"
+
+
+def workbook(folder, with_scores=True):
+    "A temporary workbook root: the data files, and (optionally) the fixture scores imported as rater `ada`."
+    (folder/"data").mkdir(parents=True)
+    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(REPO/"data"/name, folder/"data"/name)
+    (folder/"scores").mkdir()
+    if with_scores:
+        store = ScoreStore(folder/"scores", completions=load_completions(folder/"data"/"completions"), rubric=load_rubric())
+        import_wide_csv(SCORES, "ada", store, folder/"data"/"completions", prompts=load_prompts())
+    return folder
+
+
+def execute(post, root):
+    "Run a post as Quarto would (from its own folder) with the workbook root at `root`; returns the executed notebook."
+    env = {k: v for k, v in os.environ.items() if k != "TINYSCALE_RATER"}
+    env.update(TINYSCALE_ROOT=str(root), MPLBACKEND="Agg", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    notebook = nbformat.read(post, as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(post.parent)}}).execute(env=env)
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    "Each post executed once on the fixture scores: {post: (notebook, workbook root)}."
+    runs = {}
+    for post in POSTS:
+        root = workbook(tmp_path_factory.mktemp("workbook"))
+        runs[post] = execute(post, root), root
+    return runs
+
+
+def outputs(notebook, mime):
+    return [o["data"][mime] for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if mime in o.get("data", {})]
+
+
+def test_there_is_a_post():
+    assert POSTS, "no posts/*/index.ipynb found"
+
+
+@pytest.mark.parametrize("post", POSTS, ids=lambda p: p.parent.name)
+def test_post_front_matter(post):
+    notebook = nbformat.read(post, as_version=4)
+    first = notebook.cells[0]
+    assert first.cell_type == "raw" and first.source.startswith("---\n") and first.source.rstrip().endswith("---")
+    for key in ("title:", "date:", "categories:"): assert key in first.source
+    assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code"), "posts are committed without outputs"
+
+
+@pytest.mark.parametrize("post", POSTS, ids=lambda p: p.parent.name)
+def test_post_runs_on_fixture_scores(post, executed):
+    notebook, _ = executed[post]
+    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    pictures = outputs(notebook, "image/png")
+    assert len(pictures) >= 1, "a post shows its figures"
+    assert not any(text.startswith("**No scores yet.**") for text in outputs(notebook, "text/markdown"))
+
+
+def test_baselines_post_shows_the_report(executed):
+    "The first post shows the four figures, and its sentences and tables hold the report's numbers for the fixture scores."
+    post = REPO/"posts"/"2026-11-29-tinystories-baselines"/"index.ipynb"
+    notebook, root = executed[post]
+    report = report_from_store(root/"scores", root/"data"/"completions")
+    assert report.rater == "ada" and len(report.models) == 3
+    markdown = outputs(notebook, "text/markdown")
+    assert headline(report) in markdown
+    assert "\n".join(f"- {note}" for note in watch_notes(report)) in markdown
+    assert CALIBRATION_NOTE in markdown
+    html = "\n".join(outputs(notebook, "text/html"))
+    for row in report.summary[report.summary.level != "criterion"].itertuples():
+        if row.n: assert f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.n}" in html
+    assert "—" in html  # the fixture's TinyStories-28M has no Reasoning scores
+    assert len(outputs(notebook, "image/png")) == 4
+
+
+@pytest.mark.parametrize("post", POSTS, ids=lambda p: p.parent.name)
+def test_post_without_scores_says_so(post, tmp_path):
+    notebook = execute(post, workbook(tmp_path/"empty", with_scores=False))
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert any(text.startswith("**No scores yet.**") for text in outputs(notebook, "text/markdown"))
+    assert not outputs(notebook, "image/png")
