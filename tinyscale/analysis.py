@@ -14,10 +14,11 @@ from .core import TinyscaleError, canonical_json, text_hash
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 
 # %% auto #0
-__all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'PAPER_CATEGORIES', 'EXAMPLE_MODELS',
-           'check_scores', 'short_name', 'format_params', 'model_params', 'model_order', 'model_labels',
-           'bootstrap_interval', 'prompt_totals', 'summary_table', 'format_cell', 'row_name', 'wide_table',
-           'paired_differences', 'model_pairs', 'paper_label', 'paper_shape', 'paper_comparison', 'example_scores']
+__all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
+           'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
+           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'prompt_totals', 'summary_table',
+           'format_cell', 'row_name', 'wide_table', 'paired_differences', 'model_pairs', 'paper_label', 'paper_shape',
+           'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -207,6 +208,9 @@ def wide_table(summary:pd.DataFrame, # from `summary_table`
     return pd.DataFrame.from_dict(rows, orient="index", columns=[labels.get(m, m) for m in models])
 
 # %% ../nbs/08_analysis.ipynb #f1f34c21
+DIFFERENCE_COLUMNS = ("level", "category", "criterion", "model", "baseline", "prompts", "n", "model_mean", "baseline_mean",
+                      "difference", "ci_low", "ci_high")
+
 def _diff_ratio(total_b, n_b, total_m, n_m, axis=-1): return _ratio(total_m, n_m, axis) - _ratio(total_b, n_b, axis)
 
 def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
@@ -239,7 +243,7 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
             row.update(model_mean=float(_ratio(arrays[2], arrays[3])), baseline_mean=float(_ratio(arrays[0], arrays[1])),
                        difference=difference, ci_low=low, ci_high=high)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(DIFFERENCE_COLUMNS))
 
 def model_pairs(models:list[str])->list[tuple[str, str]]:
     "Each model with the next smaller one, `(model, baseline)`, for models given smallest first."
@@ -247,6 +251,8 @@ def model_pairs(models:list[str])->list[tuple[str, str]]:
 
 # %% ../nbs/08_analysis.ipynb #82910735
 PAPER_CATEGORIES = ("Grammar", "Creativity", "Plot", "Context-Tracking")
+COMPARISON_COLUMNS = ("model", "paper_model", "category", "paper_metric", "grade", "target", "mean", "ci_low", "ci_high",
+                      "n", "inside", "difference")
 
 def paper_label(row)->str:
     "A paper shape's name: its model name, or `768×8` for a shape with no released model."
@@ -286,8 +292,7 @@ def paper_comparison(summary:pd.DataFrame, # from `summary_table`
             rows.append(dict(model=model, paper_model=shape, category=category, paper_metric=target["paper_metric"],
                              grade=float(target["grade"]), target=float(target["target"]), mean=mean, ci_low=low,
                              ci_high=high, n=n, inside=inside, difference=mean - target["target"]))
-    columns = ["model", "paper_model", "category", "paper_metric", "grade", "target", "mean", "ci_low", "ci_high", "n", "inside", "difference"]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     frame["inside"] = pd.array(frame["inside"].tolist(), dtype="boolean")
     return frame
 

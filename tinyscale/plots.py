@@ -208,7 +208,7 @@ def paper_scatter(comparison:pd.DataFrame, # from `paper_comparison`
                   labels:dict|None=None, # display names per model
                  )->Figure:
     "Our category means against the paper's grade/10, with intervals and the diagonal of agreement."
-    points = comparison.dropna(subset=["mean"])
+    points = comparison.dropna(subset=["mean"]) if comparison is not None and "mean" in comparison.columns else pd.DataFrame()
     if not len(points): raise TinyscaleError("no category of ours matches a paper grade; nothing to compare")
     models = list(dict.fromkeys(comparison["model"]))
     labels = labels or {m: short_name(m) for m in models}
@@ -241,7 +241,7 @@ def report_figures(summary:pd.DataFrame, # from `summary_table`
     makers = {"category_bars": lambda: category_bars(summary, comparison, labels),
               "criterion_heatmap": lambda: criterion_heatmap(summary, labels, rubric),
               "scaling_curve": lambda: scaling_curve(summary, params, targets),
-              "ours_vs_paper": lambda: paper_scatter(comparison if comparison is not None else pd.DataFrame(columns=["model", "mean"]), labels)}
+              "ours_vs_paper": lambda: paper_scatter(comparison, labels)}
     figures, skipped = {}, {}
     for name, make in makers.items():
         try: figures[name] = make()

@@ -16,7 +16,7 @@ from .core import TinyscaleError, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
 from .store import ScoreStore
-from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, REPORT_COLUMNS, check_scores, model_labels, model_order,
+from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores, model_labels, model_order,
                                 model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_table)
 from .plots import figure_bytes, report_figures
 
@@ -76,12 +76,12 @@ def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`
     settings = dict(seed=seed, n_resamples=n_resamples, confidence=confidence)
     summary = summary_table(scores, rubric, models, **settings)
     differences = [paired_differences(scores, model, baseline, rubric, **settings) for model, baseline in model_pairs(models)]
-    differences = pd.concat(differences, ignore_index=True) if differences else pd.DataFrame()
-    comparison = paper_comparison(summary, targets, params) if targets is not None else pd.DataFrame()
+    differences = pd.concat(differences, ignore_index=True) if differences else pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
+    comparison = paper_comparison(summary, targets, params) if targets is not None else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     return Report(scores["rater"].iloc[0], scores, summary, differences, comparison, models, params,
                   model_labels(models, params), rubric, targets, **settings)
 
-# %% ../nbs/11_report.ipynb #12aaf4b4
+# %% ../nbs/11_report.ipynb #62814dec
 def report_from_store(store:str|Path|None=None, # scores folder (default `scores/` under the project root)
                       completions:str|Path|None=None, # completions folder (default `data/completions`)
                       rater:str|None=None, # required when several raters scored
