@@ -117,3 +117,21 @@ def test_no_key_in_any_written_file_or_output(tmp_path, api):
     assert not any(key in result.stdout + result.stderr for key in KEYS.values())
     records = read_jsonl(next((tmp_path / "data" / "judge-cache").glob("*.jsonl")))
     assert any("***" in (r["problem"] or "") for r in records)
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_every_paid_answer(tmp_path):
+    make_workbook(tmp_path)
+    cache_file = tmp_path / "data" / "judge-cache" / "openai_gpt-4o-mini.jsonl"
+    with FakeJudgeServer("openai", delay=0.6) as server:
+        process = subprocess.Popen([str(TINYSCALE), *judge_args("openai", server, "--concurrency", "2")], cwd=tmp_path,
+                                   env=environment(tmp_path, ["openai"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while server.requests < 3 and process.poll() is None and time.monotonic() < deadline: time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        time.sleep(0.2)
+        sent = server.requests
+    assert process.returncode == 130 and "tinyscale: interrupted" in stderr
+    assert 3 <= sent < 12
+    # the requests in flight at Ctrl-C were answered and cached; nothing was started after it
+    assert len(read_jsonl(cache_file)) == sent

