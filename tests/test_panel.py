@@ -176,9 +176,12 @@ def test_navigation_stops_at_the_ends(panel):
 
 
 def test_jump_box_goes_to_the_item(panel):
-    panel.jump.value = 5
-    panel.jump_button.click()
+    panel.jump.value = 5                               # typed, then Enter or leaving the box
     assert panel.position == 4 and "Item 5 of 8" in panel.header.value
+    panel.go_to(1)
+    assert panel.jump.value == 2 and panel.position == 1
+    panel.jump_button.click()
+    assert panel.position == 1
 
 
 def test_next_unscored_skips_scored_items_and_wraps(panel):
