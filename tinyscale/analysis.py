@@ -46,7 +46,15 @@ def check_scores(scores:pd.DataFrame, # tidy scores: one row per completion × c
         row = twice.iloc[0]
         raise TinyscaleError(f"{source}: completion {row.completion_id} criterion {row.criterion} is scored more than once")
     for column in ("prompt_id", "category", "criterion", "model"): scores[column] = scores[column].astype(str)
+    scores["prompt_unit"] = _prompt_unit(scores)
     return scores.reset_index(drop=True)
+
+def _prompt_unit(scores:pd.DataFrame)->pd.Series:
+    "The bootstrap's unit: the prompt slot, or category and text for imported rows that matched no prompt of the set."
+    if "prompt" not in scores.columns: return scores["prompt_id"]
+    by_text = "text:" + scores["category"] + "\x1f" + scores["prompt"].astype("string")
+    imported = scores["prompt_id"].str.startswith("import-") & scores["prompt"].notna()
+    return by_text.where(imported, scores["prompt_id"]).astype(str)
 
 # %% ../nbs/08_analysis.ipynb #d0e7be7e
 def short_name(model:str)->str:
@@ -150,7 +158,7 @@ def _in_cell(scores:pd.DataFrame, category:str, criterion:str)->pd.Series:
 
 def prompt_totals(scores:pd.DataFrame)->pd.DataFrame:
     "Per-prompt sum and count of scores: the units the bootstrap resamples."
-    return scores.groupby("prompt_id", sort=True)["score"].agg(total="sum", n="count")
+    return scores.groupby("prompt_unit", sort=True)["score"].agg(total="sum", n="count")
 
 # %% ../nbs/08_analysis.ipynb #f069d067
 def summary_table(scores:pd.DataFrame, # tidy scores of one rater
@@ -224,7 +232,7 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
     for name in (model, baseline):
         if name not in set(scores["model"]): raise TinyscaleError(f"model {name!r} has no scores (models: {', '.join(sorted(set(scores['model'])))})")
     if model == baseline: raise TinyscaleError(f"model and baseline are the same model ({model})")
-    keys = ["prompt_id", "category", "criterion"]
+    keys = ["prompt_unit", "category", "criterion"]
     per_model = scores.groupby(keys + ["model"])["score"].agg(total="sum", n="count").reset_index()
     shared = (per_model[per_model["model"] == model].drop(columns="model")
               .merge(per_model[per_model["model"] == baseline].drop(columns="model"), on=keys, suffixes=("_model", "_baseline")))
@@ -232,7 +240,7 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
     rows = []
     for level, category, criterion in _cells(scores, rubric):
         if level not in levels: continue
-        per_prompt = shared[_in_cell(shared, category, criterion)].groupby("prompt_id")[columns].sum()
+        per_prompt = shared[_in_cell(shared, category, criterion)].groupby("prompt_unit")[columns].sum()
         row = dict(level=level, category=category, criterion=criterion, model=model, baseline=baseline,
                    prompts=len(per_prompt), n=int(per_prompt["n_model"].sum()), model_mean=math.nan, baseline_mean=math.nan,
                    difference=math.nan, ci_low=math.nan, ci_high=math.nan)
@@ -249,7 +257,7 @@ def model_pairs(models:list[str])->list[tuple[str, str]]:
     "Each model with the next smaller one, `(model, baseline)`, for models given smallest first."
     return [(models[i + 1], models[i]) for i in range(len(models) - 1)]
 
-# %% ../nbs/08_analysis.ipynb #82910735
+# %% ../nbs/08_analysis.ipynb #aef7795b
 PAPER_CATEGORIES = ("Grammar", "Creativity", "Plot", "Context-Tracking")
 COMPARISON_COLUMNS = ("model", "paper_model", "category", "paper_metric", "grade", "target", "mean", "ci_low", "ci_high",
                       "n", "inside", "difference")
