@@ -22,12 +22,13 @@ from .store import ScoreStore, rater_file_name
 from .analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, model_order, model_params, row_name, short_name
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'FORMATS',
-           'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha',
-           'kappa_from_counts', 'completion_counts', 'agreement_table', 'rater_means', 'confusion_matrix',
-           'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement', 'Review',
-           'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'agreement_markdown', 'agreement_csv',
-           'agreement_json', 'render_agreement', 'add_cli']
+__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS', 'REVIEWED_LABEL',
+           'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'paired_scores', 'exact_agreement', 'within_one',
+           'constant_note', 'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts',
+           'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path',
+           'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters',
+           'blind_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+           'render_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
 PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "note_a", "note_b")
@@ -413,9 +414,29 @@ def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
                          "kappa_w": [f"{_num(r.kappa_w)} [{_num(r.kappa_w_ci_low)}, {_num(r.kappa_w_ci_high)}]" for r in part.itertuples()],
                          "alpha": [_num(v) for v in part.alpha]})
 
+def blind_note(agreement:Agreement)->str:
+    "How the blind numbers were measured: what blind means, the intervals, kappa_w and alpha."
+    return (f"Blind: each rater scored without seeing the other's scores. Intervals are {100 * agreement.confidence:g}% bootstrap intervals "
+            f"resampling completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic "
+            f"weights, alpha Krippendorff's alpha (ordinal).")
+
+def blind_tables(agreement:Agreement)->dict[str, pd.DataFrame]:
+    "The blind agreement for reading: `Per category` (overall row first) and `Per criterion`, each value with its interval."
+    return {"Per category": pd.concat([_agreement_rows(agreement, "overall"), _agreement_rows(agreement, "category")], ignore_index=True),
+            "Per criterion": _agreement_rows(agreement, "criterion")}
+
+def reviewed_table(agreement:Agreement)->pd.DataFrame:
+    "The review marks of the judge, for reading, next to the blind exact agreement on the same items (empty when none)."
+    reviewed = reviewed_agreement(agreement.reviews)
+    return pd.DataFrame({"": reviewed.category.replace("", "All criteria"), "reviewed": reviewed.reviewed,
+                         "reviewed agreement": reviewed.reviewed_agreement.map(_pct),
+                         "blind exact on the same items": reviewed.blind_exact_on_same_items.map(_pct)})
+
+REVIEWED_HEADING = "Reviewed agreement (not blind)"
+REVIEWED_WARNING = f"Not a measurement of the judge: {REVIEWED_LABEL}. The blind numbers above are the headline."
+
 def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     "The agreement report as Markdown: blind headline and tables first, the review (if any) last and labelled."
-    level = 100 * agreement.confidence
     means = agreement.means[agreement.means.category == ""]
     means_frame = pd.DataFrame({"model": means.model.map(short_name), "n": means.n, agreement.a: means.mean_a.map(_num), agreement.b: means.mean_b.map(_num),
                                 f"{agreement.b} − {agreement.a}": [f"{r.difference:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if math.isfinite(r.ci_low) else f"{r.difference:+.2f}" for r in means.itertuples()]})
@@ -425,22 +446,13 @@ def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     listed_frame = pd.DataFrame({"prompt": listed.prompt_id, "model": listed.model.map(short_name), "criterion": listed.category + " " + listed.criterion,
                                  agreement.a: listed.score_a.map(_score_text), agreement.b: listed.score_b.map(_score_text),
                                  f"{agreement.b} note": listed.note_b.fillna("").str.slice(0, 120)})
-    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(),
-             f"Blind: each rater scored without seeing the other's scores. Intervals are {level:g}% bootstrap intervals resampling "
-             f"completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic weights, "
-             f"alpha Krippendorff's alpha (ordinal).",
-             "## Per category", _markdown_table(pd.concat([_agreement_rows(agreement, "overall"), _agreement_rows(agreement, "category")], ignore_index=True)),
-             "## Per criterion", _markdown_table(_agreement_rows(agreement, "criterion")),
-             f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", _markdown_table(means_frame),
-             f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", _markdown_table(confusion),
-             f"## Largest disagreements ({len(listed)} of {len(agreement.disagreements())})", _markdown_table(listed_frame) if len(listed) else "None."]
+    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), blind_note(agreement)]
+    for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", _markdown_table(frame)]
+    parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", _markdown_table(means_frame),
+              f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", _markdown_table(confusion),
+              f"## Largest disagreements ({len(listed)} of {len(agreement.disagreements())})", _markdown_table(listed_frame) if len(listed) else "None."]
     if agreement.notes: parts += ["## Notes", "\n".join(f"- {n}" for n in agreement.notes)]
-    if len(agreement.reviews):
-        reviewed = reviewed_agreement(agreement.reviews)
-        frame = pd.DataFrame({"": reviewed.category.replace("", "All criteria"), "reviewed": reviewed.reviewed,
-                              "reviewed agreement": reviewed.reviewed_agreement.map(_pct),
-                              "blind exact on the same items": reviewed.blind_exact_on_same_items.map(_pct)})
-        parts += [f"## Reviewed agreement (not blind)", f"Not a measurement of the judge: {REVIEWED_LABEL}. The blind numbers above are the headline.", _markdown_table(frame)]
+    if len(agreement.reviews): parts += [f"## {REVIEWED_HEADING}", REVIEWED_WARNING, _markdown_table(reviewed_table(agreement))]
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/14_agreement.ipynb #1c7cfeba
@@ -470,7 +482,7 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
     if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     return {"md": agreement_markdown, "csv": agreement_csv, "json": agreement_json}[format](agreement)
 
-# %% ../nbs/14_agreement.ipynb #54ebf07b
+# %% ../nbs/14_agreement.ipynb #7a49f9b7
 def _agreement_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     folder = Path(args.store) if args.store else None
