@@ -1,4 +1,4 @@
-"""`tinyscale report`: the three tables, the paired differences, the paper comparison and the figures from one rater's scores, as Markdown, CSV or JSON.
+"""`tinyscale report`: the three tables, the paired differences, the paper comparison, the blind agreement with an LLM judge and the figures from one rater's scores, as Markdown, CSV or JSON.
 
 Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
@@ -6,8 +6,8 @@ Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
 # %% ../nbs/15_report.ipynb #b072147f
 from __future__ import annotations
-import io, json, math, sys
-from dataclasses import dataclass, field
+import io, json, math, shlex, sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -19,15 +19,22 @@ from .store import ScoreStore
 from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores, model_labels, model_order,
                                 model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_table)
 from .plots import figure_bytes, report_figures
+from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
+                                 reviewed_table)
 
 # %% auto #0
-__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'report_from_store', 'report_csv',
-           'markdown_table', 'differences_table', 'comparison_table', 'report_markdown', 'report_json', 'render_report',
-           'write_report', 'headline', 'watch_notes', 'add_cli']
+__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'is_judge', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
+           'add_agreements', 'report_from_store', 'report_csv', 'markdown_table', 'differences_table',
+           'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
+           'headline', 'watch_notes', 'add_cli']
 
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
     "The store has no scores yet (or none of the rater asked for)."
+
+def is_judge(rater:str)->bool:
+    "Whether a rater is an LLM judge (`judge:<model>`)."
+    return rater.startswith("judge:")
 
 def choose_rater(raters:list[str], # the raters with scores
                  rater:str|None=None, # the one asked for
@@ -39,6 +46,8 @@ def choose_rater(raters:list[str], # the raters with scores
     if rater is not None:
         if rater not in raters: raise NoScores(f"rater {rater!r} has no scores in {where} (raters: {', '.join(raters)})")
         return rater
+    people = [r for r in raters if not is_judge(r)]
+    if len(raters) > 1 and len(people) == 1: return people[0]
     if len(raters) > 1: raise TinyscaleError(f"{where} holds the scores of {len(raters)} raters ({', '.join(raters)}); "
                                              f"pick one with --rater")
     return raters[0]
@@ -59,9 +68,12 @@ class Report:
     seed: int = 0
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
+    agreements: list[Agreement] = field(default_factory=list) # blind agreement of `rater` with other raters (`add_agreements`)
+    agreement_notes: list[str] = field(default_factory=list)  # raters left out of the agreement, with why
     def __repr__(self):
+        compared = f"; blind agreement with {', '.join(a.b for a in self.agreements)}" if self.agreements else ""
         return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions, "
-                f"models {', '.join(self.labels[m] for m in self.models)})")
+                f"models {', '.join(self.labels[m] for m in self.models)}{compared})")
 
 def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`); one rater
                  rubric:Rubric|None=None, # lists unscored criteria; default none
@@ -82,26 +94,58 @@ def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`
                   model_labels(models, params), rubric, targets, **settings)
 
 # %% ../nbs/15_report.ipynb #62814dec
+def agreement_raters(raters:list[str], # the raters with scores
+                     rater:str, # whose report it is
+                     agreement_with:list[str]|None=None, # the raters asked for; None: every judge when `rater` is a person
+                     where:str="the store", # the store's folder, for messages
+                    )->list[str]:
+    "The raters a report compares its rater with: those asked for (checked), or by default every judge."
+    if agreement_with is None: return [] if is_judge(rater) else [r for r in raters if is_judge(r)]
+    for other in agreement_with:
+        if other == rater: raise TinyscaleError(f"--agreement-with {other}: that is the report's own rater; name another rater")
+        if other not in raters: raise TinyscaleError(f"--agreement-with {other}: no scores of {other!r} in {where} (raters: {', '.join(raters)})")
+    return list(dict.fromkeys(agreement_with))
+
+def add_agreements(report:Report, # the report of one rater
+                   store:ScoreStore, # the store holding the report's rater's scores and the others'
+                   others:list[str], # the raters to compare with (`agreement_raters`)
+                   strict:bool=True, # raise when a comparison fails; else leave that rater out with a note
+                  )->Report:
+    "A copy of `report` with the blind agreement of its rater with each of `others` (`compare_raters`)."
+    agreements, notes = [], []
+    for other in others:
+        try: agreements.append(compare_raters(store, report.rater, other, report.seed, report.n_resamples, report.confidence))
+        except TinyscaleError as error:
+            if strict: raise
+            notes.append(f"{other} left out: {error}")
+    return replace(report, agreements=agreements, agreement_notes=notes)
+
+# %% ../nbs/15_report.ipynb #226fd22f
 def report_from_store(store:str|Path|None=None, # scores folder (default `scores/` under the project root)
                       completions:str|Path|None=None, # completions folder (default `data/completions`)
-                      rater:str|None=None, # required when several raters scored
+                      rater:str|None=None, # required when several people scored
                       seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                      agreement_with:list[str]|None=None, # raters to compare with, blind; None: every judge when `rater` is a person; [] nobody
                      )->Report:
-    "A report of one rater's current scores in a store."
+    "A report of one rater's current scores in a store, with its blind agreement with other raters."
     folder = Path(store) if store is not None else project_root()/"scores"
     rubric = load_rubric()
     score_store = ScoreStore(folder, completions=load_completions(completions), rubric=rubric)
-    rater = choose_rater(score_store.raters(), rater, str(folder))
+    raters = score_store.raters()
+    rater = choose_rater(raters, rater, str(folder))
+    others = agreement_raters(raters, rater, agreement_with, str(folder))
     scores = score_store.current(rater)
     if not len(scores): raise NoScores(f"rater {rater!r} has no current scores in {folder} (every score was cleared)")
-    return build_report(scores, rubric, load_paper_targets(), seed, n_resamples, confidence)
+    report = build_report(scores, rubric, load_paper_targets(), seed, n_resamples, confidence)
+    # asked-for raters must compare; a judge found by default that shares nothing with the rater is left out with a note
+    return add_agreements(report, score_store, others, strict=agreement_with is not None)
 
 # %% ../nbs/15_report.ipynb #b8d246d3
 def report_csv(report:Report)->str:
     "The summary as CSV with exactly the report columns."
     return report.summary[list(REPORT_COLUMNS)].to_csv(index=False, lineterminator="\n")
 
-# %% ../nbs/15_report.ipynb #226fd22f
+# %% ../nbs/15_report.ipynb #a8930adb
 def markdown_table(frame:pd.DataFrame, index:str|None="")->str:
     "A DataFrame as a GitHub-flavoured Markdown table (`index` names the index column; None drops it)."
     cell = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|").replace("\n", " ")
@@ -142,11 +186,25 @@ CALIBRATION_NOTE = ("This is a calibration, not a replication: the paper's numbe
                     "of beam-search completions of our prompts. Agreement is a sanity check; disagreement shows where the two "
                     "scales differ.")
 
-# %% ../nbs/15_report.ipynb #f6d8cf14
+# %% ../nbs/15_report.ipynb #e03b7a52
+def agreement_section(agreement:Agreement, # from `compare_raters`, the report's rater as `a`
+                      level:int=2, # heading level of the section
+                     )->str:
+    "Markdown: the blind agreement headline and tables (per category and criterion, with intervals); a review last, labelled."
+    heading = "#" * level
+    command = f"tinyscale agreement --a {shlex.quote(agreement.a)} --b {shlex.quote(agreement.b)}"
+    parts = [f"{heading} Blind agreement of {agreement.b} with {agreement.a}", agreement.headline(), blind_note(agreement)]
+    for title, frame in blind_tables(agreement).items(): parts += [f"{heading}# {title}", markdown_table(frame, None)]
+    if agreement.notes: parts.append("\n".join(f"- {note}" for note in agreement.notes))
+    if len(agreement.reviews): parts += [f"{heading}# {REVIEWED_HEADING}", REVIEWED_WARNING, markdown_table(reviewed_table(agreement), None)]
+    parts.append(f"Mean score per model by each rater, the confusion matrix and every disagreement: `{command}`; "
+                 f"the agreement table as CSV: `{command} --format csv`.")
+    return "\n\n".join(parts)
+
 def report_markdown(report:Report, # from `build_report`
                     figures:dict[str, str]|None=None, # figure stem -> file name to link, when written
                    )->str:
-    "The report as Markdown: three tables with models as columns, the differences and the paper comparison."
+    "The report as Markdown: three tables with models as columns, the differences, the paper comparison and the agreement."
     s, level = report.summary, 100 * report.confidence
     parts = [f"# Scores of {report.rater}",
              f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions from "
@@ -161,27 +219,30 @@ def report_markdown(report:Report, # from `build_report`
                   "that excludes 0 marks a clear difference.", markdown_table(differences_table(report), None)]
     if len(report.comparison):
         parts += ["## Comparison with the TinyStories paper", CALIBRATION_NOTE, markdown_table(comparison_table(report), None)]
+    parts += [agreement_section(agreement) for agreement in report.agreements]
+    if report.agreement_notes: parts += ["## Agreement left out", "\n".join(f"- {note}" for note in report.agreement_notes)]
     if figures:
         parts += ["## Figures"] + [f"![{stem.replace('_', ' ')}]({name})" for stem, name in figures.items()]
     return "\n\n".join(parts) + "\n"
 
-# %% ../nbs/15_report.ipynb #6eb96332
+# %% ../nbs/15_report.ipynb #f08a0b15
 def _records(frame:pd.DataFrame)->list[dict]:
     "Records with NaN and pandas' missing values as None and numpy scalars as Python ones."
     clean = lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
     return [{k: clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
 
 def report_json(report:Report)->str:
-    "The report as JSON: settings, models, summary, differences and the paper comparison."
+    "The report as JSON: settings, models, summary, differences, the paper comparison and the agreement with other raters."
     data = dict(tinyscale=tinyscale.__version__, rater=report.rater, seed=report.seed, n_resamples=report.n_resamples,
                 confidence=report.confidence,
                 models=[dict(model=m, label=report.labels[m], params=report.params.get(m)) for m in report.models],
                 summary=_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
                 differences=_records(report.differences), paper_comparison=_records(report.comparison),
-                calibration_note=CALIBRATION_NOTE)
+                calibration_note=CALIBRATION_NOTE, agreements=[json.loads(agreement_json(a)) for a in report.agreements],
+                agreement_notes=report.agreement_notes)
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
-# %% ../nbs/15_report.ipynb #e03b7a52
+# %% ../nbs/15_report.ipynb #094ad91d
 FORMATS = ("md", "csv", "json")
 
 def render_report(report:Report, format:str="md", figures:dict|None=None)->str:
@@ -205,7 +266,7 @@ def write_report(report:Report, # from `build_report`
     files = {f"report.{format}": render_report(report, format, links).encode("utf-8"), **files}
     return [atomic_write_bytes(out/name, data) for name, data in files.items()], skipped
 
-# %% ../nbs/15_report.ipynb #36a04061
+# %% ../nbs/15_report.ipynb #94022b03
 def _interval_text(mean, low, high)->str:
     return _number(mean) + (f" [{_number(low)}, {_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else "")
 
@@ -251,10 +312,15 @@ def watch_notes(report:Report)->list[str]:
                  f"shows how much of a difference belongs to the rater rather than the model.")
     return notes
 
-# %% ../nbs/15_report.ipynb #23826e7f
+# %% ../nbs/15_report.ipynb #79aae0ba
 def _report_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
-    report = report_from_store(args.store, args.completions, args.rater, seed=args.seed, n_resamples=args.resamples)
+    if args.format == "csv" and args.agreement_with:
+        raise TinyscaleError(f"--agreement-with {args.agreement_with[0]}: the CSV report keeps its columns ({','.join(REPORT_COLUMNS)}); "
+                             f"the agreement as CSV is `tinyscale agreement --a RATER --b {shlex.quote(args.agreement_with[0])} --format csv`")
+    agreement_with = [] if args.no_agreement or args.format == "csv" else args.agreement_with
+    report = report_from_store(args.store, args.completions, args.rater, seed=args.seed, n_resamples=args.resamples,
+                               agreement_with=agreement_with)
     if not args.out:
         print(render_report(report, args.format), end="")
         return 0
@@ -267,9 +333,14 @@ def add_cli(parser):
     "The `tinyscale report` arguments."
     parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
     parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
-    parser.add_argument("--rater", default=None, help="whose scores (required when several raters scored)")
+    parser.add_argument("--rater", default=None, help="whose scores (required when several people scored; judges do not count)")
     parser.add_argument("--out", default=None, help="write report.<format> and the figures (PNG and SVG) into this folder")
     parser.add_argument("--format", choices=FORMATS, default="md", help="md (tables for people), csv (one tidy table) or json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES, help=f"bootstrap resamples (default {BOOTSTRAP_RESAMPLES})")
+    compare = parser.add_mutually_exclusive_group()
+    compare.add_argument("--agreement-with", action="append", default=None, metavar="RATER",
+                         help="add the blind agreement of the report's rater with RATER (md and json; repeatable); "
+                              "default: with every judge:* rater when the report's rater is a person")
+    compare.add_argument("--no-agreement", action="store_true", help="leave the agreement out")
     parser.set_defaults(handler=_report_command)
