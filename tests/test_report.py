@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from agreement_support import add_fake_judge, assert_tables_match, markdown_rows
+from tinyscale.agreement import REVIEWED_HEADING, REVIEWED_WARNING, Review
 from tinyscale.cli import main
 from tinyscale.core import TinyscaleError
 from tinyscale.report import CALIBRATION_NOTE, build_report, write_report
@@ -181,3 +183,118 @@ def test_a_failure_while_writing_leaves_nothing_half_written(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="disk full"): write_report(report, out)
     assert [p.name for p in out.iterdir()] == ["report.md"]  # no figure written, no temporary file left
     assert (out/"report.md").read_text() == "the previous report\n"
+
+
+# The blind agreement with an LLM judge. `judged` is the fixture CSV imported as `ada` plus a fake judge's scores of
+# the same completions (some moved one or two levels, some missing); the numbers the report shows are checked
+# against `tinyscale agreement` run on the same store.
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    root = new_workbook(tmp_path_factory.mktemp("judged"))
+    assert console(root, "scores", "import", str(WIDE), "--rater", "ada").returncode == 0
+    add_fake_judge(root)
+    return root
+
+
+def agreement(capsys, root, *argv):
+    "Run `tinyscale agreement` in-process on `root`; returns its stdout."
+    status = main(["agreement", "--store", str(root/"scores"), "--completions", str(root/"data"/"completions"), "--resamples", "500", *argv])
+    out, err = capsys.readouterr()
+    assert (status, err) == (0, ""), err
+    return out
+
+
+def test_markdown_report_shows_the_blind_agreement_with_the_judge(judged, capsys):
+    status, out, err = run(capsys, judged, "--resamples", "500")  # one person and a judge: the report is the person's
+    assert (status, err) == (0, "")
+    assert out.startswith("# Scores of ada")
+    headline = json.loads(agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))["headline"]
+    assert headline.startswith("Blind agreement of judge:fake with ada: exact ")
+    section = out[out.index("## Blind agreement of judge:fake with ada\n"):]
+    assert out.index("## Comparison with the TinyStories paper") < out.index("## Blind agreement")
+    assert section.split("\n\n")[1] == headline
+    assert "Blind: each rater scored without seeing the other's scores" in section
+    assert_tables_match(section, agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "csv"))
+    assert "`tinyscale agreement --a ada --b judge:fake --format csv`" in section
+    assert REVIEWED_HEADING not in out  # nobody reviewed the judge yet
+
+
+def test_the_tables_really_compare_the_two_raters(judged, capsys):
+    "Independent of tinyscale.agreement: the overall exact agreement counted here from the two raters' scores."
+    from tinyscale.store import ScoreStore
+    from tinyscale.completions import load_completions
+    store = ScoreStore(judged/"scores", completions=load_completions(judged/"data"/"completions"), rubric=load_rubric())
+    ada, judge = (store.current(r).set_index(["completion_id", "criterion"]).score for r in ("ada", "judge:fake"))
+    both = pd.concat([ada, judge], axis=1, join="inner", keys=["ada", "judge"])
+    _, out, _ = run(capsys, judged, "--resamples", "200")
+    overall = markdown_rows(out, "### Per category")[0]
+    assert overall[:2] == ["All criteria", str(len(both))]
+    assert overall[2].startswith(f"{(both.ada == both.judge).mean():.0%} [")
+    assert 0 < (both.ada == both.judge).mean() < 1 and len(both) < len(ada)
+
+
+def test_json_report_holds_what_tinyscale_agreement_prints(judged, capsys):
+    status, out, _ = run(capsys, judged, "--format", "json", "--resamples", "500")
+    data = json.loads(out)
+    assert status == 0 and data["rater"] == "ada" and data["agreement_notes"] == []
+    assert data["agreements"] == [json.loads(agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))]
+    assert data["agreements"][0]["reviewed_agreement"] is None
+    status, out, _ = run(capsys, judged, "--format", "json", "--resamples", "200", "--no-agreement")
+    assert status == 0 and json.loads(out)["agreements"] == []
+
+
+def test_csv_report_is_unchanged_by_the_judge(judged, imported, capsys):
+    status, with_judge, err = run(capsys, judged, "--format", "csv", "--resamples", "300")
+    assert (status, err) == (0, "")
+    _, without_judge, _ = run(capsys, imported, "--format", "csv", "--resamples", "300")
+    assert with_judge.splitlines()[0] == HEADER
+    assert with_judge == without_judge  # the same scores of ada, with or without a judge in the store
+    status, out, err = run(capsys, judged, "--format", "csv", "--agreement-with", "judge:fake")
+    assert (status, out) == (1, "")
+    assert err.startswith(f"tinyscale: error: --agreement-with judge:fake: the CSV report keeps its columns ({HEADER}); ")
+    assert "`tinyscale agreement --a RATER --b judge:fake --format csv`" in err and err.count("\n") == 1
+
+
+def test_unknown_agreement_rater_is_one_clear_line(judged, capsys):
+    status, out, err = run(capsys, judged, "--agreement-with", "cy")
+    assert (status, out) == (1, "")
+    assert err == f"tinyscale: error: --agreement-with cy: no scores of 'cy' in {judged/'scores'} (raters: ada, judge:fake)\n"
+    status, _, err = run(capsys, judged, "--agreement-with", "ada")
+    assert status == 1 and "that is the report's own rater" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit): main(["report", "--agreement-with", "judge:fake", "--no-agreement"])
+
+
+def test_agreement_with_names_the_raters_in_order(judged, tmp_path, capsys):
+    "Repeatable: one section per rater named, a person too; by default only judges are compared."
+    root = tmp_path/"workbook"
+    shutil.copytree(judged, root)
+    assert console(root, "scores", "import", str(WIDE), "--rater", "bo").returncode == 0
+    status, out, _ = run(capsys, root, "--rater", "ada", "--resamples", "200", "--agreement-with", "bo", "--agreement-with", "judge:fake")
+    assert status == 0
+    assert out.index("## Blind agreement of bo with ada") < out.index("## Blind agreement of judge:fake with ada")
+    assert "Blind agreement of bo with ada: exact 100% [100%, 100%]" in out  # bo's scores are ada's
+    _, out, _ = run(capsys, root, "--rater", "ada", "--resamples", "200")
+    assert "## Blind agreement of judge:fake with ada" in out and "of bo with" not in out
+    _, out, _ = run(capsys, root, "--rater", "judge:fake", "--resamples", "200")  # a judge's report compares only when asked
+    assert out.startswith("# Scores of judge:fake") and "## Blind agreement" not in out
+
+
+def test_a_review_of_the_judge_follows_the_blind_tables_labelled(judged, tmp_path, capsys):
+    root = tmp_path/"workbook"
+    shutil.copytree(judged, root)
+    from tinyscale.store import ScoreStore
+    from tinyscale.completions import load_completions
+    store = ScoreStore(root/"scores", completions=load_completions(root/"data"/"completions"), rubric=load_rubric())
+    review = Review(store, "judge:fake", "ada")
+    for verdict in ("agree", "agree", "disagree"):
+        review.mark(verdict); review.go_next()
+    status, out, _ = run(capsys, root, "--resamples", "200")
+    assert status == 0
+    section = out[out.index("## Blind agreement of judge:fake with ada"):]
+    assert section.split("\n\n")[1].startswith("Blind agreement of judge:fake with ada: exact ")
+    assert section.index("### Per criterion") < section.index(f"### {REVIEWED_HEADING}\n\n{REVIEWED_WARNING}")
+    assert markdown_rows(section, f"### {REVIEWED_HEADING}")[0][:3] == ["All criteria", "3", "67%"]
+    _, out, _ = run(capsys, root, "--format", "json", "--resamples", "200")
+    reviewed = json.loads(out)["agreements"][0]["reviewed_agreement"]
+    assert reviewed["label"].startswith("reviewed agreement (not blind") and reviewed["rows"][0]["agreed"] == 2
