@@ -27,7 +27,7 @@ def add_fake_judge(root, human="ada", judge="judge:fake"):
 
 def markdown_rows(text, heading):
     "The rows (lists of cell texts) of the first Markdown table after the line `heading` in `text`."
-    lines = text[text.index(heading + "\n"):].splitlines()
+    lines = text[re.search(f"^{re.escape(heading)}$", text, re.M).start():].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
     for line in lines[start + 2:]:
@@ -55,10 +55,10 @@ def expected_rows(agreement_csv):
     return rows
 
 
-def assert_tables_match(markdown, agreement_csv):
-    "The Markdown's per-category and per-criterion agreement tables hold exactly the CSV's numbers, row for row."
+def assert_tables_match(markdown, agreement_csv, level=3):
+    "The Markdown's per-category and per-criterion agreement tables (headings of `level`) hold exactly the CSV's numbers, row for row."
     for heading, expected in expected_rows(agreement_csv).items():
-        found = markdown_rows(markdown, f"### {heading}")
+        found = markdown_rows(markdown, f"{'#' * level} {heading}")
         assert len(found) == len(expected), heading
         for got, want in zip(found, expected):
             assert got[0] == want[0] or got[0].startswith(want[0] + ": "), (got, want)

@@ -3,15 +3,20 @@
 Quarto is not needed: each `posts/*/index.ipynb` is run in a kernel whose `TINYSCALE_ROOT` points at a
 temporary workbook holding the rubric, the prompts, the paper targets and one rater's scores imported
 from `tests/fixtures/analysis_wide_scores.csv`. The same post is run again on a workbook with no
-scores, where it must say so instead of failing.
+scores, where it must say so instead of failing, and the first post once more with a fake LLM judge's
+scores next to `ada`'s, where it must show the judge's blind agreement exactly as `tinyscale agreement`
+computes it.
 """
-import os, shutil
+import io, json, os, shutil
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from agreement_support import add_fake_judge, assert_tables_match
+from tinyscale.cli import main
 from tinyscale.completions import load_completions
 from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore, import_wide_csv
@@ -20,6 +25,8 @@ from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watc
 
 REPO = Path(__file__).resolve().parents[1]
 POSTS = sorted((REPO/"posts").glob("*/index.ipynb"))
+BASELINES = REPO/"posts"/"2026-11-29-tinystories-baselines"/"index.ipynb"
+JUDGE_SECTION = "## How far can an LLM judge be trusted?"
 SCORES = REPO/"tests"/"fixtures"/"analysis_wide_scores.csv"
 
 
@@ -82,8 +89,7 @@ def test_post_runs_on_fixture_scores(post, executed):
 
 def test_baselines_post_shows_the_report(executed):
     "The first post shows the four figures, and its sentences and tables hold the report's numbers for the fixture scores."
-    post = REPO/"posts"/"2026-11-29-tinystories-baselines"/"index.ipynb"
-    notebook, root = executed[post]
+    notebook, root = executed[BASELINES]
     report = report_from_store(root/"scores", root/"data"/"completions")
     assert report.rater == "ada" and len(report.models) == 3
     markdown = outputs(notebook, "text/markdown")
@@ -103,3 +109,35 @@ def test_post_without_scores_says_so(post, tmp_path):
     assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert any(text.startswith("**No scores yet.**") for text in outputs(notebook, "text/markdown"))
     assert not outputs(notebook, "image/png")
+
+
+def test_baselines_post_says_plainly_that_no_judge_has_scored(executed):
+    notebook, _ = executed[BASELINES]
+    assert any(c.cell_type == "markdown" and c.source.startswith(JUDGE_SECTION) for c in notebook.cells)
+    markdown = outputs(notebook, "text/markdown")
+    assert any(text.startswith("**No judge scores yet.** No LLM judge has scored the completions that ada scored") for text in markdown)
+    assert not any("Blind agreement of" in text for text in markdown)
+
+
+def test_baselines_post_shows_the_judges_blind_agreement(tmp_path):
+    "With a judge's scores next to ada's, the section holds the numbers of `tinyscale agreement --format csv`, per category and criterion."
+    root = workbook(tmp_path/"judged")
+    add_fake_judge(root)
+    notebook = execute(BASELINES, root)
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    markdown = outputs(notebook, "text/markdown")
+    assert not any(text.startswith("**No judge scores yet.**") for text in markdown)
+    section, = [text for text in markdown if text.startswith("### Blind agreement of judge:fake with ada\n")]
+    def agreement(format):
+        with redirect_stdout(io.StringIO()) as out:
+            assert main(["agreement", "--a", "ada", "--b", "judge:fake", "--store", str(root/"scores"),
+                         "--completions", str(root/"data"/"completions"), "--format", format]) == 0
+        return out.getvalue()
+    assert section.split("\n\n")[1] == json.loads(agreement("json"))["headline"]  # the blind headline, first
+    assert_tables_match(section, agreement("csv"), level=4)
+    assert "Reviewed agreement" not in section
+    # the section sits under its heading, after the paper comparison and before what to watch for
+    sources = [c.source.splitlines()[0] if c.source else "" for c in notebook.cells]
+    judge_cell = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code" for o in c.get("outputs", [])
+                      if section in o.get("data", {}).get("text/markdown", ""))
+    assert sources.index("## Against the paper") < sources.index(JUDGE_SECTION) < judge_cell < sources.index("## What to watch for")
