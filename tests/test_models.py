@@ -120,3 +120,14 @@ def test_fixture_command_refuses_an_unknown_size(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["tinyscale: error: size '2M': unknown TinyStories size (expected one of 1M, 3M, 8M, 28M, 33M)"]
     assert not (tmp_path/"models").exists()
+
+
+def test_openmp_waits_passively_unless_told_otherwise(tmp_path):
+    "Importing tinyscale.models before torch makes idle OpenMP threads sleep instead of spinning (a user's choice wins)."
+    code = "import os, tinyscale.models; print(os.environ['OMP_WAIT_POLICY'])"
+    env = offline_env(tmp_path)
+    env.pop("OMP_WAIT_POLICY", None)
+    for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        if preset: env["OMP_WAIT_POLICY"] = preset
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip() == expected, done.stderr
