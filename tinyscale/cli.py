@@ -18,7 +18,7 @@ COMMANDS = {
     "fixtures":  ("tinyscale.models",      "write shape-faithful TinyStories models (random weights) for offline use"),
     "generate":  ("tinyscale.generate",    "generate completions for one or more models"),
     "scores":    ("tinyscale.store",       "import, export and count scores"),
-    "report":    ("tinyscale.report",      "tables, figures and the paper comparison from the scores"),
+    "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
     "agreement": ("tinyscale.agreement",   "agreement between two raters"),
 }
