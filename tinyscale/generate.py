@@ -21,7 +21,8 @@ from .completions import Completion, append_completions, completion_id, completi
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
            'STORY_OPENINGS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
            'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags',
-           'existing_completion_ids', 'read_generation_prompts', 'ModelRun', 'generate_model', 'generate', 'add_cli']
+           'existing_completion_ids', 'read_generation_prompts', 'ModelRun', 'generate_model', 'prepare_generation',
+           'generate', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #02ffd495
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -226,7 +227,10 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
                    path:Path, # the run file to append to
                    done:set[str], # ids already written anywhere (updated in place)
                    preset:str="default", batch_size:int|None=None, device:str="auto", dtype:str="float32",
-                   max_new_tokens:int|None=None, set_hash:str|None=None, bar=None)->ModelRun:
+                   max_new_tokens:int|None=None, set_hash:str|None=None, bar=None,
+                   take=None, # picks the batches to run among those with a missing prompt (default: all of them)
+                   run:str|None=None, # run name recorded in each completion (default: the stem of `path`)
+                  )->ModelRun:
     "Generate the missing completions of one model, appending each batch to `path`."
     source, configs, missing = _plan(model, prompts, done, preset, dtype, max_new_tokens)
     result = ModelRun(source.name, source.revision, 0, len(prompts) - len(missing), 0, 0.0, path)
@@ -235,12 +239,12 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
     batch_size, set_hash = _batch_size(preset, batch_size, loaded.device), set_hash or prompt_set_hash(prompts)
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
     versions = _versions()
-    for batch in form_batches(lengths, batch_size):
-        if missing.isdisjoint(batch): continue
+    batches = [batch for batch in form_batches(lengths, batch_size) if not missing.isdisjoint(batch)]
+    for batch in take(batches) if take else batches:
         start = time.perf_counter()
         new_ids, _ = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
         seconds = time.perf_counter() - start
-        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), path.stem, versions)
+        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions)
                    for i, row in zip(batch, new_ids) if i in missing]
         append_completions(path, records)
         done.update(r.completion_id for r in records)
@@ -252,6 +256,21 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
     return result
 
 # %% ../nbs/05_generate.ipynb #ffcb2961
+def prepare_generation(models, prompts, out, preset:str, batch_size:int|None, device:str, dtype:str,
+                       max_new_tokens:int|None, limit:int|None, run:str|None)->tuple:
+    "`generate`'s checks and inputs, before any model loads: the prompts, their set hash, the resolved models, the run file."
+    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else read_generation_prompts(prompts)
+    set_hash = prompt_set_hash(prompts)
+    if limit is not None:
+        if limit < 1: raise TinyscaleError(f"--limit {limit}: must be at least 1")
+        prompts = prompts[:limit]
+    completion_config(preset, prompts[0].category, dtype, max_new_tokens)  # refuse bad settings before any loading
+    _batch_size(preset, batch_size, pick_device(device))
+    models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
+    models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
+    out = Path(out) if out else completions_dir()
+    return prompts, set_hash, models, out/f"{run or f'{preset}-{set_hash}'}.jsonl"
+
 def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
              prompts:list[Prompt]|str|Path|None=None, # prompts, or a prompt CSV (default `data/prompts.csv`)
              out:str|Path|None=None, # completions folder (default `data/completions/`)
@@ -265,17 +284,9 @@ def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
              progress:bool=True, # show a progress bar
             )->list[ModelRun]:
     "Generate one completion per prompt and model, skipping those already in `out`; returns what each model did."
-    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else read_generation_prompts(prompts)
-    set_hash = prompt_set_hash(prompts)
-    if limit is not None:
-        if limit < 1: raise TinyscaleError(f"--limit {limit}: must be at least 1")
-        prompts = prompts[:limit]
-    completion_config(preset, prompts[0].category, dtype, max_new_tokens)  # refuse bad settings before any loading
-    _batch_size(preset, batch_size, pick_device(device))
-    models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
-    models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
-    out = Path(out) if out else completions_dir()
-    path, done = out/f"{run or f'{preset}-{set_hash}'}.jsonl", existing_completion_ids(out)
+    prompts, set_hash, models, path = prepare_generation(models, prompts, out, preset, batch_size, device, dtype,
+                                                         max_new_tokens, limit, run)
+    done = existing_completion_ids(path.parent)
     owed = sum(len(_plan(m, prompts, done, preset, dtype, max_new_tokens)[2]) for m in models)
     with _progress(owed, progress) as bar:
         return [generate_model(m, prompts, path, done, preset, batch_size, device, dtype, max_new_tokens, set_hash, bar)
