@@ -4,8 +4,9 @@
     python bench/generate.py --quick    # TinyStories-1M shape, 24 prompts, under a minute
 
 (a) loop: one prompt at a time; (b) seed: all prompts in one left-padded batch (how the published
-baseline was generated); (c) tinyscale: `tinyscale.generate.generate`, length-sorted batches of the
-device's default size, written to a scratch completions folder. All three use the default preset
+baseline was generated); both call `model.generate` with transformers' own cache, as a plain script
+would. (c) tinyscale: `tinyscale.generate.generate`, length-sorted batches of the device's default
+size with `BeamCache`, written to a scratch completions folder. All three use the default preset
 (5 beams, greedy, per-category minimum lengths) with the same maximum of new tokens.
 
 Figures are ratios measured in this run (identical runs on a shared CPU vary up to 2x in time).
@@ -57,11 +58,12 @@ def completion_text(tokenizer, ids):
 
 
 def run_batches(loaded, prompts, configs, batches):
-    "Generate `batches` (lists of prompt indices); return texts by index, new tokens, seconds and FLOPs."
+    "Plain `model.generate` on `batches` (lists of prompt indices): texts by index, new tokens, seconds, FLOPs."
     texts, new_tokens, flops = {}, 0, 0
     start = time.perf_counter()
     for batch in batches:
-        new_ids, width = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
+        new_ids, width = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch],
+                                        use_beam_cache=False)
         for i, ids in zip(batch, new_ids):
             trimmed = trim_padding(ids, loaded.tokenizer.pad_token_id, loaded.tokenizer.eos_token_id)
             texts[i], new_tokens = completion_text(loaded.tokenizer, ids), new_tokens + len(trimmed)

@@ -125,6 +125,15 @@ def test_left_padding_does_not_change_a_completion(tiny):
     assert matches == len(texts), f"{matches}/{len(texts)} prompts match alone and batched"
 
 
+def test_beam_cache_changes_no_token(tiny):
+    "BeamCache gives the ids of transformers' own cache, also when beams of some prompts finish early."
+    texts, configs = [p[2] for p in PROMPTS], [completion_config("default", p[1], max_new_tokens=70) for p in PROMPTS]
+    for model in (tiny, eos_loving(tiny)):
+        assert generate_batch(model, texts, configs) == generate_batch(model, texts, configs, use_beam_cache=False)
+    seed = [completion_config("seed", p[1]) for p in PROMPTS[:3]]
+    assert generate_batch(tiny, texts[:3], seed) == generate_batch(tiny, texts[:3], seed, use_beam_cache=False)
+
+
 def test_resume_after_a_killed_run(fixture_models, tmp_path):
     "A run killed with SIGKILL after its first batch resumes without duplicates, and ends as a clean run would."
     prompts = load_prompts()[:16]
