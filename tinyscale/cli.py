@@ -16,7 +16,7 @@ __all__ = ['COMMANDS', 'build_parser', 'main', 'console']
 COMMANDS = {
     "prompts":   ("tinyscale.prompts",     "check and summarise the prompt set"),
     "fixtures":  ("tinyscale.models",      "write shape-faithful TinyStories models (random weights) for offline use"),
-    "generate":  ("tinyscale.generate",    "generate completions for one or more models"),
+    "generate":  ("tinyscale.distributed", "generate completions for one or more models (in one process or several)"),
     "scores":    ("tinyscale.store",       "import, export and count scores"),
     "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
@@ -44,6 +44,7 @@ def main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
         )->int:
     "Run the command line; returns the exit status (1 for bad input, with one line on stderr)."
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]: argv = argv[1:]  # torchrun passes on the `--` that keeps it from reading our flags
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(command if command in COMMANDS else None).parse_args(argv)
