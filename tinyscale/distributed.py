@@ -309,7 +309,7 @@ def _rank_command(args, ranks:Ranks)->int:
 def _generate_command(args, single, actions:list)->int:
     ranks = ranks_from_environment()
     nproc = _check_launch(args, ranks)
-    if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout}: must be more than 0 minutes")
+    if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout:g}: must be more than 0 minutes")
     if args.launch: return _launch(args, actions, nproc)
     if ranks.world > 1: return _rank_command(args, ranks)
     merge_leftovers(Path(args.out) if args.out else completions_dir())
