@@ -78,7 +78,7 @@ def single(work, fixture_models):
 
 def rank_lines(stderr):
     "pid of each rank from the line each rank writes when it joins."
-    return {int(rank): int(pid) for rank, pid in re.findall(r"tinyscale: rank (\d+) of 2 .*, pid (\d+): cpu, gloo, 1 CPU thread", stderr)}
+    return {int(rank): int(pid) for rank, pid in re.findall(r"tinyscale: rank (\d+) of 2 [^\n]*?, pid (\d+): cpu, gloo, 1 CPU thread", stderr)}
 
 
 def check_two_ranks_equal_one_process(done, out, single):

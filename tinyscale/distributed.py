@@ -290,8 +290,10 @@ def _rank_command(args, ranks:Ranks)->int:
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()
     backend = start_process_group(ranks, device, args.timeout)
-    print(f"tinyscale: {ranks!r} on {socket.gethostname()}, pid {os.getpid()}: {device}, {backend}, "
-          f"{torch.get_num_threads()} CPU thread(s)", file=sys.stderr, flush=True)
+    # one write per line: ranks share stderr, and print's separate newline write lets lines interleave
+    sys.stderr.write(f"tinyscale: {ranks!r} on {socket.gethostname()}, pid {os.getpid()}: {device}, {backend}, "
+                     f"{torch.get_num_threads()} CPU thread(s)\n")
+    sys.stderr.flush()
     try:
         results, merged = generate_distributed(args.model or DEFAULT_MODELS, args.prompts, args.out, args.preset, args.batch_size,
                                                device, args.dtype, args.max_new_tokens, args.limit, args.run,
