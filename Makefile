@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $@
 
+# Jupyter refuses to run as root without --allow-root (containers, cloud machines).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup
-	$(BIN)/jupyter lab --port $(PORT) nbs/
+	$(BIN)/jupyter lab --port $(PORT) $(ALLOW_ROOT) nbs/index.ipynb
 
 # The generated modules must match the notebooks, and the notebooks must be clean.
 sync-check: setup
