@@ -117,22 +117,36 @@ class BeamCacheLayer(DynamicLayer):
 
 # %% ../nbs/05_generate.ipynb #6ef5e4f2
 class BeamCache(Cache):
-    "A beam-search cache that moves only the generated positions of rows whose beam changed."
+    "A beam-search cache whose reorder copies only the positions where a row's new beam differs from its old one."
     def __init__(self, layers:int, # number of layers of the model
                  capacity:int, # positions to hold: padded prompt width + new tokens
                  prompt_width:int, # padded prompt width: positions shared by all beams of a prompt
                 ):
         super().__init__(layers=[BeamCacheLayer(capacity) for _ in range(layers)])
-        self.prompt_width, self._scratch = prompt_width, None
+        self.capacity, self.prompt_width, self._scratch = capacity, prompt_width, None
+        self.origin, self._labelled = None, 0  # which row's forward pass wrote each position of each row
+    def _label_new_positions(self, rows:int, length:int, device):
+        "Give positions written since the last reorder an id of the forward pass row that wrote them."
+        if self.origin is None: self.origin = torch.zeros(rows, self.capacity, dtype=torch.long, device=device)
+        new = length - self._labelled
+        first_id = rows * self._labelled  # ids never repeat: row r at position p is r + rows * p
+        self.origin[:, self._labelled:length] = torch.arange(first_id, first_id + rows * new, device=device).view(new, rows).T
+        self._labelled = length
     def reorder_cache(self, beam_idx):
         layers = [layer for layer in self.layers if layer.is_initialized]
         if not layers or layers[0].keys.shape[-2] <= self.prompt_width: return
-        beam_idx = beam_idx.to(layers[0].device)
+        length, beam_idx = layers[0].keys.shape[-2], beam_idx.to(layers[0].device)
+        self._label_new_positions(len(beam_idx), length, beam_idx.device)
         targets = (beam_idx != torch.arange(len(beam_idx), device=beam_idx.device)).nonzero().flatten()
-        if len(targets) == 0: return
-        if self._scratch is None:
-            self._scratch = layers[0]._keys.new_empty(max(layers[0]._keys.numel(), layers[0]._values.numel()))
-        for layer in layers: layer.move_rows(targets, beam_idx[targets], self.prompt_width, self._scratch)
+        if len(targets):
+            sources, generated = beam_idx[targets], slice(self.prompt_width, length)
+            # Before the point where two beams parted their positions hold the same values: copy from there on
+            parted = (self.origin[targets, generated] != self.origin[sources, generated]).to(torch.uint8).argmax(1)
+            start = self.prompt_width + int(parted.min())
+            if self._scratch is None:
+                self._scratch = layers[0]._keys.new_empty(max(layers[0]._keys.numel(), layers[0]._values.numel()))
+            for layer in layers: layer.move_rows(targets, sources, start, self._scratch)
+        self.origin[:, :length] = self.origin[beam_idx, :length]
 
 # %% ../nbs/05_generate.ipynb #78aa37ac
 def beam_cache(model, # a transformers causal LM
@@ -143,7 +157,7 @@ def beam_cache(model, # a transformers causal LM
     if not layers or any(type(layer) is not DynamicLayer for layer in layers): return None
     return BeamCache(len(layers), capacity, prompt_width)
 
-# %% ../nbs/05_generate.ipynb #633ddb91
+# %% ../nbs/05_generate.ipynb #98991a65
 NOT_GENERATION_SETTINGS = ("preset", "category", "batching", "dtype", "min_new_tokens")
 
 def _cache_keyword(model)->str:
