@@ -299,7 +299,9 @@ def _rank_command(args, ranks:Ranks)->int:
                                                device, args.dtype, args.max_new_tokens, args.limit, args.run,
                                                progress=not args.no_progress, ranks=ranks)
     except TinyscaleError as e: raise TinyscaleError(f"rank {ranks.rank} of {ranks.world}: {e}") from None
-    dist.destroy_process_group()  # only after success: a failed rank exits at once, and the launcher stops the rest
+    # Only after success (a failed rank exits at once, and the launcher stops the rest), and together: a rank that
+    # tore down its gloo group and exited while rank 0 was still merging aborted now and then at exit
+    dist.barrier(); dist.destroy_process_group()
     if ranks.rank == 0:
         if merged:
             per_shard = ", ".join(f"{name.removesuffix('.jsonl')}: {n}" for name, n in merged.items())
