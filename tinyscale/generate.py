@@ -141,7 +141,7 @@ class BeamCache(Cache):
         if len(targets):
             sources, generated = beam_idx[targets], slice(self.prompt_width, length)
             # Before the point where two beams parted their positions hold the same values: copy from there on
-            parted = (self.origin[targets, generated] != self.origin[sources, generated]).to(torch.uint8).argmax(1)
+            parted = (self.origin[targets, generated] != self.origin[sources, generated]).float().argmax(1)
             start = self.prompt_width + int(parted.min())
             if self._scratch is None:
                 self._scratch = layers[0]._keys.new_empty(max(layers[0]._keys.numel(), layers[0]._values.numel()))
