@@ -73,6 +73,11 @@ def completion_text(tokenizer, ids):
     return tokenizer.decode(trim_padding(ids, tokenizer.pad_token_id, tokenizer.eos_token_id), skip_special_tokens=True)
 
 
+def prompt_lengths(loaded, prompts):
+    "Token length of each prompt, as `generate` measures it to form batches."
+    return [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
+
+
 def run_batches(loaded, prompts, configs, batches):
     "Plain `model.generate` on `batches` (lists of prompt indices): texts by index, new tokens, seconds, FLOPs."
     texts, new_tokens, flops = {}, 0, 0
@@ -97,7 +102,7 @@ def run_tinyscale(loaded, prompts, max_new_tokens, batch_size):
     by_id = dict(zip(table.prompt_id, table.completion))
     texts = {i: by_id[p.id] for i, p in enumerate(prompts)}
     # FLOPs of the batches `generate` formed: every row runs until the batch's longest completion ends
-    lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
+    lengths = prompt_lengths(loaded, prompts)
     new_tokens = dict(zip(table.prompt_id, table.new_tokens))
     flops = 0
     for batch in form_batches(lengths, batch_size):
@@ -108,7 +113,7 @@ def run_tinyscale(loaded, prompts, max_new_tokens, batch_size):
 
 def time_breakdown(loaded, prompts, configs, batch_size):
     "Where one batch of (c) spends its time: (group, seconds) by operator group, then the rest, and the wall time."
-    lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
+    lengths = prompt_lengths(loaded, prompts)
     batch = form_batches(lengths, batch_size)[0]
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
