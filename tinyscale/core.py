@@ -6,14 +6,15 @@ Docs: https://tinyscale.github.io/tinyscale/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #9919a0c0
 from __future__ import annotations
-import fcntl, hashlib, json, os, tempfile, warnings
+import argparse, fcntl, hashlib, json, os, tempfile, warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TinyscaleError', 'where', 'project_root', 'data_path', 'text_hash', 'canonical_json', 'config_hash', 'utc_now',
-           'locked', 'append_jsonl', 'JsonlProblem', 'read_jsonl', 'atomic_write_bytes', 'atomic_write_text']
+__all__ = ['CLI_OPTIONS', 'TinyscaleError', 'where', 'project_root', 'data_path', 'text_hash', 'canonical_json', 'config_hash',
+           'utc_now', 'locked', 'append_jsonl', 'JsonlProblem', 'read_jsonl', 'atomic_write_bytes', 'atomic_write_text',
+           'add_options']
 
 # %% ../nbs/00_core.ipynb #b3b41616
 class TinyscaleError(ValueError):
@@ -149,3 +150,27 @@ def atomic_write_bytes(path:str|Path, data:bytes)->Path:
 def atomic_write_text(path:str|Path, text:str)->Path:
     "Write `text` (UTF-8) to `path` via a synced temporary file and an atomic rename."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+# %% ../nbs/00_core.ipynb #f72720cd
+CLI_OPTIONS = {  # name: (flags, argparse keywords)
+    "store": (("--store",), dict(metavar="DIR", help="the score store folder (default: scores/)")),
+    "completions": (("--completions",), dict(nargs="+", metavar="PATH",
+                    help="completion run files (.jsonl) or folders of them (default: data/completions/)")),
+    "format": (("--format",), dict(choices=("md", "csv", "json"), default="md",
+               help="md (tables for people), csv (one tidy table) or json (everything); default md")),
+    "seed": (("--seed",), dict(type=int, default=0, help="seed of the bootstrap resampling (default 0)")),
+    "resamples": (("--resamples",), dict(type=int, metavar="N", help="bootstrap resamples (default %(default)s)")),
+}
+
+def add_options(parser:argparse.ArgumentParser, # a command's parser (or argument group)
+                *names:str, # keys of `CLI_OPTIONS`
+                **changes:dict, # name: argparse keywords that replace the shared ones (a default, a help text, `flags`)
+               )->argparse.ArgumentParser:
+    "Add the shared options `names` to `parser`, each defined once in `CLI_OPTIONS`."
+    unknown = sorted(set(names) - set(CLI_OPTIONS) | set(changes) - set(names))
+    if unknown: raise ValueError(f"unknown or unused shared options: {', '.join(unknown)}")
+    for name in names:
+        flags, keywords = CLI_OPTIONS[name]
+        keywords = {**keywords, **changes.get(name, {})}
+        parser.add_argument(*keywords.pop("flags", flags), dest=name, **keywords)
+    return parser
