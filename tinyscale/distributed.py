@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from .generate import (DEFAULT_MODELS, ModelRun, _plan, add_cli as generate_cli, existing_completion_ids, generate_model,
-                                prepare_generation)  # first: it sets OpenMP's wait policy before torch loads
+from .generate import (DEFAULT_MODELS, GenerationSettings, ModelRun, _plan, add_cli as generate_cli, existing_completion_ids,
+                                generate_model, prepare_generation)  # first: it sets OpenMP's wait policy before torch loads
 import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -156,12 +156,12 @@ def start_process_group(ranks:Ranks, # this process's place, from `ranks_from_en
     return backend
 
 # %% ../nbs/12_distributed.ipynb #611a5b2d
-def _model_debts(models:list, prompts:list, done:set[str], preset:str, dtype:str, max_new_tokens:int|None)->tuple[list[set[str]], int]:
+def _model_debts(models:list, prompts:list, done:set[str], settings:GenerationSettings)->tuple[list[set[str]], int]:
     "The completion ids each model may treat as done (those that exist and those of an earlier model), and the total owed."
     seen, dones, owed = set(done), [], 0
     for model in models:
         dones.append(set(seen))
-        source, configs, missing = _plan(model, prompts, seen, preset, dtype, max_new_tokens)
+        source, configs, missing = _plan(model, prompts, seen, settings)
         seen |= {completion_id(source.name, source.revision, text_hash(p.prompt), config_hash(c)) for p, c in zip(prompts, configs)}
         owed += len(missing)
     return dones, owed
@@ -172,19 +172,21 @@ def _totals(per_rank:list[list[ModelRun]], path:Path)->list[ModelRun]:
 
 # %% ../nbs/12_distributed.ipynb #e01baae4
 def generate_distributed(models, # Hub ids, local folders or resolved models, as for `generate`
-                         prompts=None, out=None, preset:str="default", batch_size:int|None=None, device:str="auto",
-                         dtype:str="float32", max_new_tokens:int|None=None, limit:int|None=None, run:str|None=None,
+                         prompts=None, out=None, # as for `generate`
+                         settings:GenerationSettings|None=None, # how to generate (default `GenerationSettings()`)
+                         limit:int|None=None, run:str|None=None, # as for `generate`
                          progress:bool=True, # rank 0 shows the progress of all ranks
                          ranks:Ranks|None=None, # default `ranks_from_environment()`
+                         **overrides, # fields of `GenerationSettings` that replace those of `settings`
                         )->tuple[list[ModelRun], dict[str, int]]:
     "This rank's share of `generate` in a started process group; rank 0 gets the run's totals and what it merged from each shard."
     ranks = ranks or ranks_from_environment()
-    prompts, set_hash, models, path = prepare_generation(models, prompts, out, preset, batch_size, device, dtype,
-                                                         max_new_tokens, limit, run)
+    settings = GenerationSettings.of(settings, **overrides)
+    prompts, set_hash, models, path = prepare_generation(models, prompts, out, settings, limit, run)
     out, run = path.parent, path.stem
     if ranks.rank == 0: merge_leftovers(out)
     dist.barrier()   # nobody reads the folder before old shards are merged...
-    dones, owed = _model_debts(models, prompts, existing_completion_ids(out), preset, dtype, max_new_tokens)
+    dones, owed = _model_debts(models, prompts, existing_completion_ids(out), settings)
     dist.barrier()   # ...and nobody writes before everyone has read it
     stop, watcher = threading.Event(), None
     if ranks.rank == 0 and progress and owed:
@@ -194,7 +196,7 @@ def generate_distributed(models, # Hub ids, local folders or resolved models, as
         watcher.start()
     take, shard = share(ranks.rank, ranks.world), shard_path(out, run, ranks.rank, ranks.world)
     try:
-        runs = [generate_model(m, prompts, shard, done, preset, batch_size, device, dtype, max_new_tokens, set_hash,
+        runs = [generate_model(m, prompts, shard, done, settings, set_hash,
                                take=take, run=run) for m, done in zip(models, dones)]
     finally:
         stop.set()
@@ -207,7 +209,7 @@ def generate_distributed(models, # Hub ids, local folders or resolved models, as
         written, found = sum(r.written for r in rank_runs), merged.get(shard_path(out, run, rank, ranks.world).name, 0)
         if found < written:
             raise TinyscaleError(f"rank {rank} wrote {written} completions to its shard, but rank 0 found {found} in "
-                                 f"{shard_folder(out, run)}: --out must be a folder that every machine shares")
+                                 f"{shard_folder(out, run)}: --completions must be a folder that every machine shares")
     return _totals(per_rank, path), merged
 
 # %% ../nbs/12_distributed.ipynb #f07c6055
@@ -271,8 +273,8 @@ def _print_results(results:list[ModelRun], suffix:str="")->None:
 
 # %% ../nbs/12_distributed.ipynb #37c92d9b
 def _launch(args, actions:list, nproc:int)->int:
-    prepare_generation(args.model or DEFAULT_MODELS, args.prompts, args.out, args.preset, args.batch_size, args.device, args.dtype,
-                       args.max_new_tokens, args.limit, args.run)  # a mistake is one line here, not one per rank
+    prepare_generation(args.model or DEFAULT_MODELS, args.prompts, args.completions, GenerationSettings.from_args(args),
+                       args.limit, args.run)  # a mistake is one line here, not one per rank
     command = launch_command(worker_arguments(args, actions), nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
     process = subprocess.Popen(command)
     try: status = process.wait()
@@ -295,8 +297,9 @@ def _rank_command(args, ranks:Ranks)->int:
                      f"{torch.get_num_threads()} CPU thread(s)\n")
     sys.stderr.flush()
     try:
-        results, merged = generate_distributed(args.model or DEFAULT_MODELS, args.prompts, args.out, args.preset, args.batch_size,
-                                               device, args.dtype, args.max_new_tokens, args.limit, args.run,
+        settings = GenerationSettings.of(GenerationSettings.from_args(args), device=device)
+        results, merged = generate_distributed(args.model or DEFAULT_MODELS, args.prompts, args.completions, settings,
+                                               args.limit, args.run,
                                                progress=not args.no_progress, ranks=ranks)
     except TinyscaleError as e: raise TinyscaleError(f"rank {ranks.rank} of {ranks.world}: {e}") from None
     # Only after success (a failed rank exits at once, and the launcher stops the rest), and together: a rank that
@@ -316,7 +319,7 @@ def _generate_command(args, single, actions:list)->int:
     if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout:g}: must be more than 0 minutes")
     if args.launch: return _launch(args, actions, nproc)
     if ranks.world > 1: return _rank_command(args, ranks)
-    merge_leftovers(Path(args.out) if args.out else completions_dir())
+    merge_leftovers(Path(args.completions) if args.completions else completions_dir())
     return single(args)
 
 def add_cli(parser):

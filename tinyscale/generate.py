@@ -7,7 +7,7 @@ Docs: https://tinyscale.github.io/tinyscale/generate.html.md"""
 # %% ../nbs/05_generate.ipynb #18c78544
 from __future__ import annotations
 import math, platform, time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from .models import (ModelSource, LoadedModel, DTYPES, DEVICES, load_model, model_source, pick_device,
                               pick_dtype)  # first: it sets OpenMP's wait policy before torch loads
@@ -15,7 +15,7 @@ import inspect
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-from .core import TinyscaleError, config_hash, read_jsonl, text_hash, utc_now, where
+from .core import TinyscaleError, add_options, config_hash, read_jsonl, text_hash, utc_now, where
 from .rubric import CATEGORIES
 from .prompts import Prompt, load_prompts, prompt_set_hash, read_prompt_rows
 from .completions import Completion, append_completions, completion_id, completions_dir
@@ -25,7 +25,7 @@ __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DE
            'STORY_OPENINGS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
            'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
            'starts_new_story', 'completion_flags', 'existing_completion_ids', 'read_generation_prompts', 'ModelRun',
-           'generate_model', 'prepare_generation', 'generate', 'add_cli']
+           'GenerationSettings', 'generate_model', 'prepare_generation', 'generate', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -267,7 +267,8 @@ def _versions()->dict:
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "tinyscale": tinyscale.__version__, "python": platform.python_version()}
 
-def _batch_size(preset:str, batch_size:int|None, device:str)->int|None:
+def _batch_size(settings, device:str)->int|None:
+    preset, batch_size = settings.preset, settings.batch_size
     if batch_size is not None and batch_size < 1: raise TinyscaleError(f"--batch-size {batch_size}: must be at least 1")
     if PRESETS[preset]["batching"] == "one-batch":
         if batch_size is not None: raise TinyscaleError(f"--batch-size: the {preset} preset generates all prompts in one batch")
@@ -277,6 +278,33 @@ def _batch_size(preset:str, batch_size:int|None, device:str)->int|None:
 def _progress(total:int, enabled:bool):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="prompt", disable=not enabled, dynamic_ncols=True)
+
+# %% ../nbs/05_generate.ipynb #d2da80e7
+@dataclass(frozen=True)
+class GenerationSettings:
+    "How a run generates: the preset, dtype and new-token maximum (recorded) and the batch size and device (not)."
+    preset: str = "default"         # a key of `PRESETS`
+    batch_size: int|None = None     # prompts per batch (default per device; not with `seed`)
+    device: str = "auto"            # auto, cpu, cuda or mps
+    dtype: str = "float32"          # float32 or bfloat16
+    max_new_tokens: int|None = None # override of the preset's maximum of new tokens
+    def config(self, category:str)->dict:
+        "The recorded settings of one completion of `category`."
+        return completion_config(self.preset, category, self.dtype, self.max_new_tokens)
+    def check(self)->GenerationSettings:
+        "These settings, after refusing any that cannot run (before a model loads)."
+        self.config(CATEGORIES[0]); _batch_size(self, pick_device(self.device))
+        return self
+    @classmethod
+    def of(cls, settings:GenerationSettings|None=None, **overrides)->GenerationSettings:
+        "`settings` (default: the defaults) with `overrides` of its fields."
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown: raise TypeError(f"unknown generation setting(s): {', '.join(unknown)}")
+        return replace(settings or cls(), **overrides)
+    @classmethod
+    def from_args(cls, args)->GenerationSettings:
+        "The settings of parsed `tinyscale generate` arguments."
+        return cls(args.preset, args.batch_size, args.device, args.dtype, args.max_new_tokens)
 
 # %% ../nbs/05_generate.ipynb #a3a77add
 def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict)->Completion:
@@ -293,12 +321,13 @@ def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str,
         seconds=round(seconds, 4), device=loaded.device, dtype=loaded.dtype, versions=versions, run=run, created=utc_now())
 
 # %% ../nbs/05_generate.ipynb #aef7beed
-def _plan(model, prompts:list[Prompt], done:set[str], preset:str, dtype:str, max_new_tokens:int|None):
+def _plan(model, prompts:list[Prompt], done:set[str], settings:GenerationSettings):
     "The model's source, each prompt's settings, and the indices of prompts whose completion is missing."
+    dtype = settings.dtype
     if isinstance(model, LoadedModel) and dtype != model.dtype:
         raise TinyscaleError(f"{model.name} is loaded in {model.dtype}, not {dtype}: load it with dtype={dtype!r}, or pass its name")
     source = model.source if isinstance(model, LoadedModel) else model
-    configs = [completion_config(preset, p.category, dtype, max_new_tokens) for p in prompts]
+    configs = [settings.config(p.category) for p in prompts]
     ids = [completion_id(source.name, source.revision, text_hash(p.prompt), config_hash(c)) for p, c in zip(prompts, configs)]
     return source, configs, {i for i, cid in enumerate(ids) if cid not in done}
 
@@ -307,17 +336,18 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
                    prompts:list[Prompt], # the prompts to complete
                    path:Path, # the run file to append to
                    done:set[str], # ids already written anywhere (updated in place)
-                   preset:str="default", batch_size:int|None=None, device:str="auto", dtype:str="float32",
-                   max_new_tokens:int|None=None, set_hash:str|None=None, bar=None,
+                   settings:GenerationSettings=GenerationSettings(), # how to generate
+                   set_hash:str|None=None, # the prompt set's hash (default: of `prompts`)
+                   bar=None, # a tqdm bar to advance, if any
                    take=None, # picks the batches to run among those with a missing prompt (default: all of them)
                    run:str|None=None, # run name recorded in each completion (default: the stem of `path`)
                   )->ModelRun:
     "Generate the missing completions of one model, appending each batch to `path`."
-    source, configs, missing = _plan(model, prompts, done, preset, dtype, max_new_tokens)
+    source, configs, missing = _plan(model, prompts, done, settings)
     result = ModelRun(source.name, source.revision, 0, len(prompts) - len(missing), 0, 0.0, path)
     if not missing: return result
-    loaded = model if isinstance(model, LoadedModel) else load_model(source, device, dtype)
-    batch_size, set_hash = _batch_size(preset, batch_size, loaded.device), set_hash or prompt_set_hash(prompts)
+    loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
+    batch_size, set_hash = _batch_size(settings, loaded.device), set_hash or prompt_set_hash(prompts)
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
     versions = _versions()
     batches = [batch for batch in form_batches(lengths, batch_size) if not missing.isdisjoint(batch)]
@@ -337,48 +367,42 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
     return result
 
 # %% ../nbs/05_generate.ipynb #df2667f0
-def prepare_generation(models, prompts, out, preset:str, batch_size:int|None, device:str, dtype:str,
-                       max_new_tokens:int|None, limit:int|None, run:str|None)->tuple:
+def prepare_generation(models, prompts, out, settings:GenerationSettings, limit:int|None=None, run:str|None=None)->tuple:
     "`generate`'s checks and inputs, before any model loads: the prompts, their set hash, the resolved models, the run file."
     prompts = list(prompts) if isinstance(prompts, (list, tuple)) else read_generation_prompts(prompts)
     set_hash = prompt_set_hash(prompts)
     if limit is not None:
         if limit < 1: raise TinyscaleError(f"--limit {limit}: must be at least 1")
         prompts = prompts[:limit]
-    completion_config(preset, prompts[0].category, dtype, max_new_tokens)  # refuse bad settings before any loading
-    _batch_size(preset, batch_size, pick_device(device))
+    settings.check()  # refuse bad settings before any loading
     models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
     models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
     out = Path(out) if out else completions_dir()
-    return prompts, set_hash, models, out/f"{run or f'{preset}-{set_hash}'}.jsonl"
+    return prompts, set_hash, models, out/f"{run or f'{settings.preset}-{set_hash}'}.jsonl"
 
 def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
              prompts:list[Prompt]|str|Path|None=None, # prompts, or a prompt CSV (default `data/prompts.csv`)
              out:str|Path|None=None, # completions folder (default `data/completions/`)
-             preset:str="default", # `default` or `seed`
-             batch_size:int|None=None, # prompts per batch (default per device; not with `seed`)
-             device:str="auto", # auto, cpu, cuda or mps
-             dtype:str="float32", # float32 or bfloat16
-             max_new_tokens:int|None=None, # override the preset's maximum of new tokens
+             settings:GenerationSettings|None=None, # how to generate (default `GenerationSettings()`)
              limit:int|None=None, # only the first `limit` prompts
              run:str|None=None, # run file name (default `<preset>-<prompt set hash>`)
              progress:bool=True, # show a progress bar
+             **overrides, # fields of `GenerationSettings` that replace those of `settings` (`preset=`, `max_new_tokens=`, ...)
             )->list[ModelRun]:
     "Generate one completion per prompt and model, skipping those already in `out`; returns what each model did."
-    prompts, set_hash, models, path = prepare_generation(models, prompts, out, preset, batch_size, device, dtype,
-                                                         max_new_tokens, limit, run)
+    settings = GenerationSettings.of(settings, **overrides)
+    prompts, set_hash, models, path = prepare_generation(models, prompts, out, settings, limit, run)
     done = existing_completion_ids(path.parent)
-    owed = sum(len(_plan(m, prompts, done, preset, dtype, max_new_tokens)[2]) for m in models)
+    owed = sum(len(_plan(m, prompts, done, settings)[2]) for m in models)
     with _progress(owed, progress) as bar:
-        return [generate_model(m, prompts, path, done, preset, batch_size, device, dtype, max_new_tokens, set_hash, bar)
-                for m in models]
+        return [generate_model(m, prompts, path, done, settings, set_hash, bar) for m in models]
 
 # %% ../nbs/05_generate.ipynb #a874d697
 def _generate_command(args)->int:
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()
-    results = generate(args.model or DEFAULT_MODELS, args.prompts, args.out, args.preset, args.batch_size, args.device,
-                       args.dtype, args.max_new_tokens, args.limit, args.run, progress=not args.no_progress)
+    results = generate(args.model or DEFAULT_MODELS, args.prompts, args.completions, GenerationSettings.from_args(args),
+                       args.limit, args.run, progress=not args.no_progress)
     for r in results:
         speed = f", {r.new_tokens / r.seconds:.0f} new tokens/s" if r.seconds else ""
         print(f"{r.model} ({r.revision[:20]}): {r.written} written, {r.cached} already there{speed} -> {r.path}")
@@ -388,13 +412,14 @@ def add_cli(parser):
     "The `tinyscale generate` arguments."
     parser.add_argument("--model", action="append", help="Hub id or local model folder (repeatable; default: the three TinyStories baselines)")
     parser.add_argument("--prompts", help="prompt CSV (default: data/prompts.csv)")
-    parser.add_argument("--out", help="completions folder (default: data/completions)")
+    add_options(parser, "completions", completions=dict(flags=("--completions", "--out"), nargs=None, metavar="DIR",
+                help="the completions folder written to (default: data/completions/; --out is the same)"))
     parser.add_argument("--preset", default="default", choices=list(PRESETS), help="generation settings (default: default)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch (default: 16 on CPU/MPS, 64 on CUDA; not with --preset seed)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default: auto (cuda > mps > cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="default: float32 (bfloat16 can change outputs)")
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's maximum of new tokens (recorded in the settings)")
     parser.add_argument("--limit", type=int, help="only the first N prompts")
-    parser.add_argument("--run", help="run file name under --out (default: <preset>-<prompt set hash>)")
+    parser.add_argument("--run", help="run file name under --completions (default: <preset>-<prompt set hash>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_generate_command)
