@@ -6,7 +6,8 @@ Docs: https://tinyscale.github.io/tinyscale/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #eee78de7
 from __future__ import annotations
-import argparse, importlib, sys, warnings
+import argparse, importlib, os, sys, warnings
+from . import __version__
 from .core import TinyscaleError
 
 # %% auto #0
@@ -28,6 +29,7 @@ def build_parser(command:str|None=None, # the subcommand whose arguments to load
                 )->argparse.ArgumentParser:
     "The `tinyscale` argument parser, with the arguments of `command` loaded from its module."
     parser = argparse.ArgumentParser(prog="tinyscale", description="A research workbook for tiny story models.")
+    parser.add_argument("--version", action="version", version=f"tinyscale {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
         sub = subcommands.add_parser(name, help=summary, description=summary)
@@ -61,8 +63,17 @@ def main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
     except KeyboardInterrupt:
         print("tinyscale: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError: return _closed_pipe()
 
 # %% ../nbs/90_cli.ipynb #96ec203c
+def _closed_pipe()->int:
+    "`tinyscale ... | head` closed our output: stop quietly, with the status of a closed pipe."
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    return 141
+
 def console()->None:
     "Entry point of the `tinyscale` script."
-    sys.exit(main())
+    status = main()
+    try: sys.stdout.flush()
+    except BrokenPipeError: status = _closed_pipe()
+    sys.exit(status)
