@@ -13,7 +13,7 @@ from fastcore.basics import patch
 import ipywidgets as widgets
 import pandas as pd
 from .core import TinyscaleError, atomic_write_text, project_root
-from .rubric import CATEGORIES, LEVEL_NAMES, SCORE_LEVELS, Rubric, check_score, load_rubric
+from .rubric import CATEGORIES, LEVEL_NAMES, SCORE_LEVELS, Rubric, check_score
 from .completions import load_completions
 from .store import ScoreStore
 

@@ -6,18 +6,17 @@ Docs: https://tinyscale.github.io/tinyscale/plots.html.md"""
 
 # %% ../nbs/09_plots.ipynb #c5dc491b
 from __future__ import annotations
-import io, math, textwrap
+import io, textwrap
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullLocator
 from .core import TinyscaleError
-from .rubric import CATEGORIES, Rubric
-from .analysis import format_params, model_order, paper_label, short_name
+from .rubric import Rubric
+from .analysis import format_params, model_order, short_name
 
 # %% auto #0
 __all__ = ['CATEGORY_COLORS', 'KNOWN_MODEL_COLORS', 'OTHER_MODEL_COLORS', 'MODEL_MARKERS', 'PAPER_COLOR', 'SCORE_AXIS',
