@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PORT   ?= 8888
 
-.PHONY: setup lab test sync-check nbtest pytest bench readme
+.PHONY: setup lab test sync-check lint nbtest pytest bench readme
 
 setup: $(VENV)/.installed
 
@@ -38,13 +38,17 @@ sync-check: setup
 readme: setup
 	$(BIN)/jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null > README.md
 
+# Static check of the generated package: an exported cell must never use a name that only a test cell defines.
+lint: setup
+	$(BIN)/ruff check --select F tinyscale/
+
 nbtest: setup
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/nbdev-test --n-workers 2
 
 pytest: setup
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
 
-test: sync-check nbtest pytest
+test: sync-check lint nbtest pytest
 
 bench: setup
 	$(BIN)/python bench/generate.py --quick

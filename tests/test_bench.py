@@ -1,0 +1,22 @@
+"The benchmarks run: `bench/generate.py --quick` end to end, so the script cannot rot between full runs."
+import re, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAST_LINE = re.compile(r"^speedup_vs_loop=(?P<loop>[\d.]+) speedup_vs_seed=(?P<seed>[\d.]+) "
+                       r"matmul_peak_fraction=(?P<peak>[\d.]+) outputs_match_loop=(?P<match>\d+)/(?P<of>\d+)$")
+
+
+@pytest.mark.slow
+def test_generation_benchmark_quick_runs_and_prints_its_figures(offline_env, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT/"bench"/"generate.py"), "--quick", "--models-dir", str(tmp_path)],
+                          env=offline_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = LAST_LINE.match(done.stdout.strip().splitlines()[-1])
+    assert figures, done.stdout[-2000:]
+    assert float(figures["loop"]) > 0 and float(figures["seed"]) > 0 and 0 < float(figures["peak"]) < 1.5
+    # Random weights give no near-ties worth the name: the quick run's outputs agree with the loop nearly everywhere
+    assert int(figures["of"]) == 24 and int(figures["match"]) >= 22
+    assert "fp32 matmul peak" in done.stdout and "(c) tinyscale" in done.stdout
