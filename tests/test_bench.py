@@ -12,7 +12,7 @@ LAST_LINE = re.compile(r"^speedup_vs_loop=(?P<loop>[\d.]+) speedup_vs_seed=(?P<s
 @pytest.mark.slow
 def test_generation_benchmark_quick_runs_and_prints_its_figures(offline_env, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT/"bench"/"generate.py"), "--quick", "--models-dir", str(tmp_path)],
-                          env=offline_env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                          env=offline_env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = LAST_LINE.match(done.stdout.strip().splitlines()[-1])
     assert figures, done.stdout[-2000:]
