@@ -9,8 +9,8 @@ from tinyscale.cli import main
 from tinyscale.completions import Completion, append_completions, completion_id, load_completions
 from tinyscale.core import config_hash, text_hash
 from tinyscale.prompts import read_prompt_rows
-from tinyscale.store import (ScoreStore, WideCsvProblems, export_long, export_wide, import_wide_csv, read_wide_csv,
-                             wide_table)
+from tinyscale.store import ScoreStore
+from tinyscale.wide import WideCsvProblems, export_long, export_wide, import_wide_csv, read_wide_csv, wide_table
 
 FIXTURES = Path(__file__).parent/"fixtures"
 QUIRKS, CANONICAL, BROKEN = FIXTURES/"wide_quirks.csv", FIXTURES/"wide_canonical.csv", FIXTURES/"wide_broken.csv"
