@@ -18,7 +18,7 @@ import tinyscale
 from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, load_rubric
 from .completions import load_completions
-from .store import ScoreStore, rater_file_name
+from .store import ScoreStore, is_judge, rater_file_name
 from .analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, model_order, model_params, row_name, short_name
 
 # %% auto #0
@@ -394,7 +394,7 @@ def compare_raters(store:ScoreStore, # the score store
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
     pairs = paired_scores(scores, a, b)
     table = agreement_table(pairs, store.rubric, (a, b), seed, n_resamples, confidence)
-    judge, human = (b, a) if b.startswith("judge:") else (a, b)
+    judge, human = (b, a) if is_judge(b) else (a, b)
     reviews = read_reviews(store.folder, judge)
     reviews = reviews[reviews.human == human].reset_index(drop=True)
     return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric)

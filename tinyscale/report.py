@@ -15,7 +15,7 @@ import tinyscale
 from .core import TinyscaleError, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
-from .store import ScoreStore
+from .store import ScoreStore, is_judge
 from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores, model_labels, model_order,
                                 model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_table)
 from .plots import figure_bytes, report_figures
@@ -23,7 +23,7 @@ from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement
                                  reviewed_table)
 
 # %% auto #0
-__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'is_judge', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
+__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
            'add_agreements', 'report_from_store', 'report_csv', 'markdown_table', 'differences_table',
            'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
            'headline', 'watch_notes', 'add_cli']
@@ -31,10 +31,6 @@ __all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'is_judge', 'choose_rater'
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
     "The store has no scores yet (or none of the rater asked for)."
-
-def is_judge(rater:str)->bool:
-    "Whether a rater is an LLM judge (`judge:<model>`)."
-    return rater.startswith("judge:")
 
 def choose_rater(raters:list[str], # the raters with scores
                  rater:str|None=None, # the one asked for

@@ -16,8 +16,8 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, lo
 from .completions import completions_dir, load_completions
 
 # %% auto #0
-__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'rater_file_name', 'check_source', 'event_problem', 'ScoreStore',
-           'add_store_options', 'store_from_args', 'add_progress_command']
+__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'rater_file_name', 'judge_rater', 'is_judge', 'check_source',
+           'event_problem', 'ScoreStore', 'add_store_options', 'store_from_args', 'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -38,12 +38,23 @@ def rater_file_name(rater:str)->str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", rater)
     return re.sub(r"^\.", "_", name) + ".jsonl"
 
+# %% ../nbs/06_store.ipynb #4a124a8a
+JUDGE_PREFIX = "judge:"
+
+def judge_rater(model:str)->str:
+    "The store's rater name for a judge model: `judge:<model>`."
+    return f"{JUDGE_PREFIX}{model}"
+
+def is_judge(rater:str)->bool:
+    "Whether a rater is an LLM judge (`judge:<model>`)."
+    return rater.startswith(JUDGE_PREFIX)
+
 # %% ../nbs/06_store.ipynb #08abef61
 def _is_number(x)->bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 def check_source(source)->str:
     "`source` if it is `manual`, `import` or `judge:<model>`, else a `TinyscaleError`."
-    if source in ("manual", "import") or (isinstance(source, str) and source.startswith("judge:") and len(source) > 6):
+    if source in ("manual", "import") or (isinstance(source, str) and is_judge(source) and len(source) > len(JUDGE_PREFIX)):
         return source
     raise TinyscaleError(f"source {source!r} is not 'manual', 'import' or 'judge:<model>'")
 
