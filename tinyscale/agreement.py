@@ -19,7 +19,8 @@ from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, load_rubric
 from .completions import load_completions
 from .store import ScoreStore, is_judge, rater_file_name
-from .analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, model_order, model_params, row_name, short_name
+from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, model_order, model_params,
+                                row_name, short_name)
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS', 'REVIEWED_LABEL',
@@ -119,17 +120,6 @@ AGREEMENT_COLUMNS = ("level", "category", "criterion", "n", "exact", "within_one
                      "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high")
 _CELLS = [f"c{i}{j}" for i in range(3) for j in range(3)]
 
-def _cells(pairs:pd.DataFrame, rubric:Rubric|None)->list[tuple[str, str, str]]:
-    present = [c for c in CATEGORIES if c in set(pairs["category"])] + sorted(set(pairs["category"]) - set(CATEGORIES))
-    cells = [("overall", "", "")] + [("category", c, "") for c in present]
-    for category in present:
-        labels = sorted(set(pairs.loc[pairs["category"] == category, "criterion"]))
-        if rubric is not None:
-            order = [c.label for c in rubric.for_category(category)]
-            labels = sorted(labels, key=lambda l: (order.index(l) if l in order else len(order), l))
-        cells += [("criterion", category, label) for label in labels]
-    return cells
-
 def _agreement_row(part:pd.DataFrame, level, category, criterion, seed, n_resamples, confidence, names)->tuple[dict, str|None]:
     a, b = part["score_a"].to_numpy(), part["score_b"].to_numpy()
     row = dict(level=level, category=category, criterion=criterion, n=len(part), exact=exact_agreement(a, b), within_one=within_one(a, b),
@@ -156,7 +146,7 @@ def agreement_table(pairs:pd.DataFrame, # from `paired_scores`
     "Blind agreement overall, per category and per criterion, with bootstrap intervals over completions."
     if not len(pairs): raise TinyscaleError(f"raters {names[0]!r} and {names[1]!r} have no (completion, criterion) scored by both")
     rows, notes = [], []
-    for level, category, criterion in _cells(pairs, rubric):
+    for level, category, criterion in criterion_cells(pairs, rubric, unscored=False):
         mask = pd.Series(True, index=pairs.index)
         if category: mask &= pairs["category"] == category
         if criterion: mask &= pairs["criterion"] == criterion

@@ -16,9 +16,9 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 # %% auto #0
 __all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
            'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
-           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'prompt_totals', 'summary_table',
-           'format_cell', 'row_name', 'wide_table', 'paired_differences', 'model_pairs', 'paper_label', 'paper_shape',
-           'paper_comparison', 'example_scores']
+           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'criterion_cells', 'prompt_totals',
+           'summary_table', 'format_cell', 'row_name', 'wide_table', 'paired_differences', 'model_pairs', 'paper_label',
+           'paper_shape', 'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -139,14 +139,19 @@ def bootstrap_interval(data:tuple, # per-prompt arrays of equal length, resample
 LEVELS = ("overall", "category", "criterion")
 REPORT_COLUMNS = ("level", "category", "criterion", "model", "mean", "n", "ci_low", "ci_high")
 
-def _cells(scores:pd.DataFrame, rubric:Rubric|None)->list[tuple[str, str, str]]:
-    "The (level, category, criterion) cells of the tables, in rubric order."
+def criterion_cells(scores:pd.DataFrame, # tidy scores, or pairs of scores: anything with `category` and `criterion`
+                    rubric:Rubric|None=None, # orders the criteria of a category as the rubric does
+                    unscored:bool=True, # also list the rubric's criteria that have no scores in `scores`
+                   )->list[tuple[str, str, str]]:
+    "The (level, category, criterion) cells of a table: overall, each category, then each criterion, in rubric order."
     present = [c for c in CATEGORIES if c in set(scores["category"])]
     present += sorted(set(scores["category"]) - set(present))
     cells = [("overall", "", "")] + [("category", c, "") for c in present]
     for category in present:
+        scored = set(scores.loc[scores["category"] == category, "criterion"])
         labels = [c.label for c in rubric.for_category(category)] if rubric is not None else []
-        labels += sorted(set(scores.loc[scores["category"] == category, "criterion"]) - set(labels), key=_natural_key)
+        if not unscored: labels = [label for label in labels if label in scored]
+        labels += sorted(scored - set(labels), key=_natural_key)
         cells += [("criterion", category, label) for label in labels]
     return cells
 
@@ -170,7 +175,7 @@ def summary_table(scores:pd.DataFrame, # tidy scores of one rater
     scores = check_scores(scores)
     models = models or model_order(scores["model"].unique(), model_params(scores))
     rows = []
-    for level, category, criterion in _cells(scores, rubric):
+    for level, category, criterion in criterion_cells(scores, rubric):
         in_cell = _in_cell(scores, category, criterion)
         for model in models:
             totals = prompt_totals(scores[in_cell & (scores["model"] == model)])
@@ -238,7 +243,7 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
               .merge(per_model[per_model["model"] == baseline].drop(columns="model"), on=keys, suffixes=("_model", "_baseline")))
     columns = ["total_baseline", "n_baseline", "total_model", "n_model"]
     rows = []
-    for level, category, criterion in _cells(scores, rubric):
+    for level, category, criterion in criterion_cells(scores, rubric):
         if level not in levels: continue
         per_prompt = shared[_in_cell(shared, category, criterion)].groupby("prompt_unit")[columns].sum()
         row = dict(level=level, category=category, criterion=criterion, model=model, baseline=baseline,
