@@ -14,7 +14,7 @@ from tinyscale.core import TinyscaleError
 from tinyscale.rubric import load_paper_targets, load_rubric
 from tinyscale.analysis import (REPORT_COLUMNS, bootstrap_interval, check_scores, example_scores, model_labels,
                                 model_order, model_params, paired_differences, paper_comparison, paper_shape,
-                                summary_table, wide_table)
+                                summary_table, wide_summary)
 from tinyscale.plots import category_bars, criterion_heatmap, paper_scatter, scaling_curve
 from tinyscale.explorer import (Explorer, choices, completion_scores, disagreements, filter_scores,
                                 matching_completions)
@@ -231,8 +231,8 @@ def test_paper_comparison_matches_shapes_and_checks_the_interval():
     assert paper_shape("roneneldan/TinyStories-33M", None, TARGETS) is None
 
 
-def test_wide_table_formats_cells(hand_summary):
-    table = wide_table(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
+def test_wide_summary_formats_cells(hand_summary):
+    table = wide_summary(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
     assert list(table.columns) == ["TinyStories-1M (3.7M params)", "TinyStories-8M (19.7M params)"]
     assert table.loc["Reasoning", "TinyStories-8M (19.7M params)"] == "—"
     assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1"

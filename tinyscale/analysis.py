@@ -17,8 +17,8 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 __all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
            'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
            'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'criterion_cells', 'prompt_totals',
-           'summary_table', 'format_cell', 'row_name', 'wide_table', 'paired_differences', 'model_pairs', 'paper_label',
-           'paper_shape', 'paper_comparison', 'example_scores']
+           'summary_table', 'format_cell', 'row_name', 'wide_summary', 'paired_differences', 'model_pairs',
+           'paper_label', 'paper_shape', 'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -204,11 +204,11 @@ def row_name(category:str, criterion:str, rubric:Rubric|None=None)->str:
         except TinyscaleError: pass
     return f"{category} {criterion}"
 
-def wide_table(summary:pd.DataFrame, # from `summary_table`
-               level:str, # `overall`, `category` or `criterion`
-               labels:dict|None=None, # column names per model (default: the model ids)
-               rubric:Rubric|None=None, # adds each criterion's text to its row name
-               digits:int=2)->pd.DataFrame:
+def wide_summary(summary:pd.DataFrame, # from `summary_table`
+                level:str, # `overall`, `category` or `criterion`
+                labels:dict|None=None, # column names per model (default: the model ids)
+                rubric:Rubric|None=None, # adds each criterion's text to its row name
+                digits:int=2)->pd.DataFrame:
     "One level of the summary with a row per category/criterion and a column per model, formatted."
     if level not in LEVELS: raise TinyscaleError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     part = summary[summary["level"] == level]

@@ -17,7 +17,7 @@ from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
 from .store import ScoreStore, is_judge
 from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores, model_labels, model_order,
-                                model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_table)
+                                model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_summary)
 from .plots import figure_bytes, report_figures
 from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
                                  reviewed_table)
@@ -206,9 +206,9 @@ def report_markdown(report:Report, # from `build_report`
              f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions from "
              f"{report.scores.prompt_id.nunique()} prompts. Each cell: mean [{level:g}% bootstrap interval over prompts] "
              f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion.",
-             "## Overall", markdown_table(wide_table(s, "overall", report.labels)),
-             "## Per category", markdown_table(wide_table(s, "category", report.labels), "category"),
-             "## Per criterion", markdown_table(wide_table(s, "criterion", report.labels, report.rubric), "criterion")]
+             "## Overall", markdown_table(wide_summary(s, "overall", report.labels)),
+             "## Per category", markdown_table(wide_summary(s, "category", report.labels), "category"),
+             "## Per criterion", markdown_table(wide_summary(s, "criterion", report.labels, report.rubric), "criterion")]
     if len(report.differences):
         parts += ["## Paired differences",
                   "Each model against the next smaller one, on the prompts and criteria both were scored on; an interval "

@@ -21,7 +21,7 @@ from .store import (ScoreStore, _COMPLETION_KEY, _check_rater, _make_event, add_
 
 # %% auto #0
 __all__ = ['WIDE_KEY_COLUMNS', 'IMPORT_PREFIX', 'WideRow', 'WideCsvProblems', 'read_wide_csv', 'ImportSummary',
-           'imported_completion', 'import_wide_csv', 'wide_table', 'export_wide', 'export_long', 'add_cli']
+           'imported_completion', 'import_wide_csv', 'wide_scores', 'export_wide', 'export_long', 'add_cli']
 
 # %% ../nbs/11_wide.ipynb #b45aa0af
 WIDE_KEY_COLUMNS = ("ID", "category", "prompt", "completion", "model_name")
@@ -235,8 +235,8 @@ def _export_rater(store:ScoreStore, rater:str|None)->str|None:
         raise TinyscaleError(f"{store.folder} holds the scores of {len(raters)} raters ({', '.join(raters)}); pick one (--rater NAME)")
     return raters[0] if raters else None
 
-def wide_table(store:ScoreStore, rater:str|None=None, # default: the store's only rater
-              )->pd.DataFrame:
+def wide_scores(store:ScoreStore, rater:str|None=None, # default: the store's only rater
+               )->pd.DataFrame:
     "`rater`'s current scores in the wide layout, as text cells."
     rater, columns = _export_rater(store, rater), [c.column for c in store.rubric]
     scores = defaultdict(dict)
@@ -264,7 +264,7 @@ def export_wide(path:str|Path, # the CSV to write (replaced atomically)
                 rater:str|None=None, # default: the store's only rater
                )->Path:
     "Write `rater`'s current scores as a wide score CSV."
-    table = wide_table(store if store is not None else ScoreStore(), rater)
+    table = wide_scores(store if store is not None else ScoreStore(), rater)
     return atomic_write_text(path, _csv_text(list(table.columns), table.itertuples(index=False)))
 
 # %% ../nbs/11_wide.ipynb #c4ce93c7
