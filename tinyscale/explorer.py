@@ -17,8 +17,8 @@ from .rubric import CATEGORIES, Rubric
 from .analysis import SCORE_COLUMNS, model_order, model_labels, short_name, _natural_key
 
 # %% auto #0
-__all__ = ['ANY', 'COMPLETION_COLUMNS', 'filter_scores', 'choices', 'disagreements', 'matching_completions', 'completion_scores',
-           'completion_html', 'cell_means', 'cell_color', 'Explorer']
+__all__ = ['ANY', 'COMPLETION_COLUMNS', 'filter_scores', 'choices', 'disagreeing_scores', 'matching_completions',
+           'completion_scores', 'completion_html', 'cell_means', 'cell_color', 'Explorer']
 
 # %% ../nbs/10_explorer.ipynb #74ce3abd
 ANY = None  # a filter left open
@@ -64,7 +64,7 @@ def _params(scores:pd.DataFrame)->dict:
     return {m: int(p) for m, p in zip(known["model"], known["params"])}
 
 # %% ../nbs/10_explorer.ipynb #00d2a6ba
-def disagreements(scores:pd.DataFrame)->pd.DataFrame:
+def disagreeing_scores(scores:pd.DataFrame)->pd.DataFrame:
     "Every rater's score of each (completion, criterion) that two or more raters scored differently."
     _check_columns(scores)
     spread = scores.groupby(["completion_id", "criterion"])["score"].agg(["nunique", "count"])
@@ -82,7 +82,7 @@ def matching_completions(scores:pd.DataFrame, # tidy scores, any number of rater
                          only_disagreements:bool=False, # keep only (completion, criterion) pairs raters disagree on
                         )->pd.DataFrame:
     "One row per completion that has a score matching the selection, in prompt order."
-    pool = disagreements(scores) if only_disagreements else scores
+    pool = disagreeing_scores(scores) if only_disagreements else scores
     rows = filter_scores(pool, category, criterion, model, score, rater)
     columns = [c for c in COMPLETION_COLUMNS if c in rows.columns]
     found = rows.drop_duplicates("completion_id")[columns]
