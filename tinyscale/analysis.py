@@ -17,8 +17,9 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 __all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
            'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
            'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'criterion_cells', 'prompt_totals',
-           'summary_table', 'format_cell', 'row_name', 'wide_summary', 'paired_differences', 'model_pairs',
-           'paper_label', 'paper_shape', 'paper_comparison', 'example_scores']
+           'summary_table', 'format_cell', 'row_name', 'wide_summary', 'format_number', 'format_percent',
+           'format_score', 'markdown_table', 'json_records', 'paired_differences', 'model_pairs', 'paper_label',
+           'paper_shape', 'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -219,6 +220,38 @@ def wide_summary(summary:pd.DataFrame, # from `summary_table`
         by_model = {r.model: format_cell(r.mean, r.ci_low, r.ci_high, r.n, digits) for r in cells.itertuples()}
         rows[row_name(category, criterion, rubric)] = {labels.get(m, m): by_model.get(m, "—") for m in models}
     return pd.DataFrame.from_dict(rows, orient="index", columns=[labels.get(m, m) for m in models])
+
+# %% ../nbs/08_analysis.ipynb #3ef68d2c
+def _missing(value)->bool: return value is None or (isinstance(value, float) and math.isnan(value))
+
+def format_number(value, digits:int=2, signed:bool=False)->str:
+    "A number with `digits` decimals, and its sign when `signed`: `0.50`, `+0.25`; `—` when there is none (None or NaN)."
+    if _missing(value): return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+def format_percent(value, digits:int=0)->str:
+    "A share as a percentage: `0.25` -> `25%`; `—` when there is none."
+    return "—" if _missing(value) else f"{value:.{digits}%}"
+
+def format_score(score)->str:
+    "A score as people write it: `0`, `0.5`, `1`; `—` when there is none."
+    return "—" if _missing(score) else f"{score:g}"
+
+# %% ../nbs/08_analysis.ipynb #a170b1ac
+def markdown_table(frame:pd.DataFrame, # the table
+                   index:str|None="", # the header of the index column; None leaves the index out
+                  )->str:
+    "A DataFrame as a GitHub-flavoured Markdown table: `|` escaped, a line break made a space, a missing value left empty."
+    cell = lambda v: "" if _missing(v) else str(v).replace("|", "\\|").replace("\n", " ")
+    header = ([index] if index is not None else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=index is not None, name=None)]
+    return "\n".join(lines)
+
+def json_records(frame:pd.DataFrame)->list[dict]:
+    "The rows of `frame` for JSON: NaN and pandas' missing values as None, numpy scalars as Python ones."
+    clean = lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
+    return [{str(k): clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
 
 # %% ../nbs/08_analysis.ipynb #f1f34c21
 DIFFERENCE_COLUMNS = ("level", "category", "criterion", "model", "baseline", "prompts", "n", "model_mean", "baseline_mean",
