@@ -16,7 +16,7 @@ import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
 from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
-from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, load_rubric
+from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
 from .store import ScoreStore, is_judge, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
 # %% ../nbs/15_report.ipynb #b072147f
 from __future__ import annotations
-import io, json, math, shlex, sys
+import json, math, shlex, sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
