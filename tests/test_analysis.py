@@ -14,9 +14,9 @@ from tinyscale.core import TinyscaleError
 from tinyscale.rubric import load_paper_targets, load_rubric
 from tinyscale.analysis import (REPORT_COLUMNS, bootstrap_interval, check_scores, example_scores, model_labels,
                                 model_order, model_params, paired_differences, paper_comparison, paper_shape,
-                                summary_table, wide_table)
+                                summary_table, wide_summary)
 from tinyscale.plots import category_bars, criterion_heatmap, paper_scatter, scaling_curve
-from tinyscale.explorer import (Explorer, choices, completion_scores, disagreements, filter_scores,
+from tinyscale.explorer import (Explorer, choices, completion_scores, disagreeing_scores, filter_scores,
                                 matching_completions)
 
 RUBRIC, TARGETS = load_rubric(), load_paper_targets()
@@ -231,8 +231,8 @@ def test_paper_comparison_matches_shapes_and_checks_the_interval():
     assert paper_shape("roneneldan/TinyStories-33M", None, TARGETS) is None
 
 
-def test_wide_table_formats_cells(hand_summary):
-    table = wide_table(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
+def test_wide_summary_formats_cells(hand_summary):
+    table = wide_summary(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
     assert list(table.columns) == ["TinyStories-1M (3.7M params)", "TinyStories-8M (19.7M params)"]
     assert table.loc["Reasoning", "TinyStories-8M (19.7M params)"] == "—"
     assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1"
@@ -268,12 +268,12 @@ TWO_RATERS = pd.concat([HAND, HAND.assign(rater="bo", score=np.where(HAND.criter
 
 
 def test_disagreements_are_the_pairs_scored_differently():
-    differ = disagreements(TWO_RATERS)
+    differ = disagreeing_scores(TWO_RATERS)
     # bo flipped every criterion A score; those with score 0.5 stay equal (1 - 0.5 = 0.5)
     flipped = HAND[(HAND.criterion == "A") & (HAND.score != 0.5)]
     assert set(zip(differ.completion_id, differ.criterion)) == set(zip(flipped.completion_id, flipped.criterion))
     assert sorted(differ.rater.value_counts().tolist()) == [len(flipped)] * 2
-    assert disagreements(HAND).empty
+    assert disagreeing_scores(HAND).empty
 
 
 def test_matching_completions_and_their_scores():
@@ -281,7 +281,7 @@ def test_matching_completions_and_their_scores():
     assert found.completion_id.tolist() == [f"{ONE}|gr-02"]
     assert set(matching_completions(TWO_RATERS, category="Grammar", model=EIGHT).prompt_id) == {"gr-01", "gr-02"}
     contested = matching_completions(TWO_RATERS, only_disagreements=True)
-    assert set(contested.completion_id) == set(disagreements(TWO_RATERS).completion_id)
+    assert set(contested.completion_id) == set(disagreeing_scores(TWO_RATERS).completion_id)
     details = completion_scores(TWO_RATERS, f"{ONE}|gr-01")
     assert len(details) == 10 and list(details.criterion[:2]) == ["A", "A"] and list(details.rater[:2]) == ["ada", "bo"]
     assert len(filter_scores(TWO_RATERS, category="Plot", rater="bo")) == 3
@@ -308,4 +308,4 @@ def test_explorer_drills_from_a_cell_to_its_completions():
     assert explorer.selection["score"] is None and explorer.score_picker.value == "(any)"
     explorer.select(category=None, criterion=None, model=None)
     explorer.disagreement_box.value = True
-    assert set(explorer.matches.completion_id) == set(disagreements(TWO_RATERS).completion_id)
+    assert set(explorer.matches.completion_id) == set(disagreeing_scores(TWO_RATERS).completion_id)

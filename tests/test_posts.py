@@ -19,7 +19,8 @@ from agreement_support import add_fake_judge, assert_tables_match
 from tinyscale.cli import main
 from tinyscale.completions import load_completions
 from tinyscale.rubric import load_rubric
-from tinyscale.store import ScoreStore, import_wide_csv
+from tinyscale.store import ScoreStore
+from tinyscale.wide import import_wide_csv
 from tinyscale.prompts import load_prompts
 from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watch_notes
 

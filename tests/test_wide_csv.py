@@ -9,8 +9,8 @@ from tinyscale.cli import main
 from tinyscale.completions import Completion, append_completions, completion_id, load_completions
 from tinyscale.core import config_hash, text_hash
 from tinyscale.prompts import read_prompt_rows
-from tinyscale.store import (ScoreStore, WideCsvProblems, export_long, export_wide, import_wide_csv, read_wide_csv,
-                             wide_table)
+from tinyscale.store import ScoreStore
+from tinyscale.wide import WideCsvProblems, export_long, export_wide, import_wide_csv, read_wide_csv, wide_scores
 
 FIXTURES = Path(__file__).parent/"fixtures"
 QUIRKS, CANONICAL, BROKEN = FIXTURES/"wide_quirks.csv", FIXTURES/"wide_canonical.csv", FIXTURES/"wide_broken.csv"
@@ -194,7 +194,7 @@ def test_long_export_is_the_tidy_table(tmp_path):
     assert frame.groupby("rater").size().to_dict() == {"ana": 31, "bo": 11}
     assert KITE in frame.completion.tolist()
     with pytest.raises(Exception, match="holds the scores of 2 raters"):
-        wide_table(open_store(tmp_path))
+        wide_scores(open_store(tmp_path))
 
 
 def run_cli(capsys, *argv):

@@ -16,10 +16,11 @@ import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
 from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
-from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, load_rubric
+from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, rater_file_name
-from .analysis import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, model_order, model_params, row_name, short_name
+from .store import ScoreStore, is_judge, rater_file_name
+from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
+                                format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS', 'REVIEWED_LABEL',
@@ -119,17 +120,6 @@ AGREEMENT_COLUMNS = ("level", "category", "criterion", "n", "exact", "within_one
                      "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high")
 _CELLS = [f"c{i}{j}" for i in range(3) for j in range(3)]
 
-def _cells(pairs:pd.DataFrame, rubric:Rubric|None)->list[tuple[str, str, str]]:
-    present = [c for c in CATEGORIES if c in set(pairs["category"])] + sorted(set(pairs["category"]) - set(CATEGORIES))
-    cells = [("overall", "", "")] + [("category", c, "") for c in present]
-    for category in present:
-        labels = sorted(set(pairs.loc[pairs["category"] == category, "criterion"]))
-        if rubric is not None:
-            order = [c.label for c in rubric.for_category(category)]
-            labels = sorted(labels, key=lambda l: (order.index(l) if l in order else len(order), l))
-        cells += [("criterion", category, label) for label in labels]
-    return cells
-
 def _agreement_row(part:pd.DataFrame, level, category, criterion, seed, n_resamples, confidence, names)->tuple[dict, str|None]:
     a, b = part["score_a"].to_numpy(), part["score_b"].to_numpy()
     row = dict(level=level, category=category, criterion=criterion, n=len(part), exact=exact_agreement(a, b), within_one=within_one(a, b),
@@ -156,7 +146,7 @@ def agreement_table(pairs:pd.DataFrame, # from `paired_scores`
     "Blind agreement overall, per category and per criterion, with bootstrap intervals over completions."
     if not len(pairs): raise TinyscaleError(f"raters {names[0]!r} and {names[1]!r} have no (completion, criterion) scored by both")
     rows, notes = [], []
-    for level, category, criterion in _cells(pairs, rubric):
+    for level, category, criterion in criterion_cells(pairs, rubric, unscored=False):
         mask = pd.Series(True, index=pairs.index)
         if category: mask &= pairs["category"] == category
         if criterion: mask &= pairs["criterion"] == criterion
@@ -301,13 +291,11 @@ class Review:
         return reviewed_agreement(self.reviews())
 
 # %% ../nbs/14_agreement.ipynb #6f351a26
-def _score_text(score)->str: return "—" if score is None or (isinstance(score, float) and math.isnan(score)) else f"{score:g}"
-
 def review_html(item:dict, human:str, judge:str)->str:
     "The card of one review item: prompt, completion, criterion, both scores and notes, side by side."
     e = lambda v: html.escape(str(v if v is not None else ""))
     side = lambda title, score, note: (f"<td style='vertical-align:top;padding:4px 10px;width:50%'><b>{e(title)}</b>: "
-                                       f"<span style='font-size:1.3em'>{_score_text(score)}</span><br>{e(note)}</td>")
+                                       f"<span style='font-size:1.3em'>{format_score(score)}</span><br>{e(note)}</td>")
     return (f"<div style='color:#555'>{e(item['prompt_id'])} · {e(item['category'])} · {e(short_name(item['model']))} · <code>{e(item['completion_id'])}</code></div>"
             f"<div style='white-space:pre-wrap;margin-top:4px'><b>Prompt:</b> {e(item.get('prompt', ''))}</div>"
             f"<div style='white-space:pre-wrap;background:#f3f7fb;border-left:3px solid #3182bd;padding:4px 6px;margin:4px 0'>{e(item.get('completion', ''))}</div>"
@@ -378,13 +366,10 @@ class Agreement:
     def headline(self)->str:
         "One sentence: the blind exact agreement and weighted kappa overall, with intervals."
         r = self.table.iloc[0]
-        return (f"Blind agreement of {self.b} with {self.a}: exact {r.exact:.0%} [{_pct(r.exact_ci_low)}, {_pct(r.exact_ci_high)}], "
-                f"within one level {r.within_one:.0%}, weighted kappa {_num(r.kappa_w)} [{_num(r.kappa_w_ci_low)}, {_num(r.kappa_w_ci_high)}], "
+        return (f"Blind agreement of {self.b} with {self.a}: exact {r.exact:.0%} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}], "
+                f"within one level {r.within_one:.0%}, weighted kappa {format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}], "
                 f"on {r.n} scores of {self.pairs.completion_id.nunique()} completions.")
     def __repr__(self): return f"Agreement({self.a} vs {self.b}: {self.headline()})"
-
-def _pct(v)->str: return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0%}"
-def _num(v, digits=2)->str: return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 def compare_raters(store:ScoreStore, # the score store
                    a:str, b:str, # the two raters
@@ -394,25 +379,20 @@ def compare_raters(store:ScoreStore, # the score store
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
     pairs = paired_scores(scores, a, b)
     table = agreement_table(pairs, store.rubric, (a, b), seed, n_resamples, confidence)
-    judge, human = (b, a) if b.startswith("judge:") else (a, b)
+    judge, human = (b, a) if is_judge(b) else (a, b)
     reviews = read_reviews(store.folder, judge)
     reviews = reviews[reviews.human == human].reset_index(drop=True)
     return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric)
 
 # %% ../nbs/14_agreement.ipynb #aabe98a1
-def _markdown_table(frame:pd.DataFrame)->str:
-    cell = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
-
 def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
     part = agreement.table[agreement.table.level == level]
     return pd.DataFrame({"": [row_name(r.category, r.criterion, agreement.rubric if level == "criterion" else None) for r in part.itertuples()],
                          "n": part.n.tolist(),
-                         "exact": [f"{_pct(r.exact)} [{_pct(r.exact_ci_low)}, {_pct(r.exact_ci_high)}]" for r in part.itertuples()],
-                         "within one": [_pct(v) for v in part.within_one],
-                         "kappa_w": [f"{_num(r.kappa_w)} [{_num(r.kappa_w_ci_low)}, {_num(r.kappa_w_ci_high)}]" for r in part.itertuples()],
-                         "alpha": [_num(v) for v in part.alpha]})
+                         "exact": [f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]" for r in part.itertuples()],
+                         "within one": [format_percent(v) for v in part.within_one],
+                         "kappa_w": [f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]" for r in part.itertuples()],
+                         "alpha": [format_number(v) for v in part.alpha]})
 
 def blind_note(agreement:Agreement)->str:
     "How the blind numbers were measured: what blind means, the intervals, kappa_w and alpha."
@@ -429,8 +409,8 @@ def reviewed_table(agreement:Agreement)->pd.DataFrame:
     "The review marks of the judge, for reading, next to the blind exact agreement on the same items (empty when none)."
     reviewed = reviewed_agreement(agreement.reviews)
     return pd.DataFrame({"": reviewed.category.replace("", "All criteria"), "reviewed": reviewed.reviewed,
-                         "reviewed agreement": reviewed.reviewed_agreement.map(_pct),
-                         "blind exact on the same items": reviewed.blind_exact_on_same_items.map(_pct)})
+                         "reviewed agreement": reviewed.reviewed_agreement.map(format_percent),
+                         "blind exact on the same items": reviewed.blind_exact_on_same_items.map(format_percent)})
 
 REVIEWED_HEADING = "Reviewed agreement (not blind)"
 REVIEWED_WARNING = f"Not a measurement of the judge: {REVIEWED_LABEL}. The blind numbers above are the headline."
@@ -438,21 +418,21 @@ REVIEWED_WARNING = f"Not a measurement of the judge: {REVIEWED_LABEL}. The blind
 def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     "The agreement report as Markdown: blind headline and tables first, the review (if any) last and labelled."
     means = agreement.means[agreement.means.category == ""]
-    means_frame = pd.DataFrame({"model": means.model.map(short_name), "n": means.n, agreement.a: means.mean_a.map(_num), agreement.b: means.mean_b.map(_num),
+    means_frame = pd.DataFrame({"model": means.model.map(short_name), "n": means.n, agreement.a: means.mean_a.map(format_number), agreement.b: means.mean_b.map(format_number),
                                 f"{agreement.b} − {agreement.a}": [f"{r.difference:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" if math.isfinite(r.ci_low) else f"{r.difference:+.2f}" for r in means.itertuples()]})
     confusion = agreement.confusion().reset_index()
     confusion.columns = [confusion.columns[0]] + [f"{agreement.b}: {c:g}" for c in confusion.columns[1:]]
     listed = agreement.disagreements().head(max_disagreements)
     listed_frame = pd.DataFrame({"prompt": listed.prompt_id, "model": listed.model.map(short_name), "criterion": listed.category + " " + listed.criterion,
-                                 agreement.a: listed.score_a.map(_score_text), agreement.b: listed.score_b.map(_score_text),
+                                 agreement.a: listed.score_a.map(format_score), agreement.b: listed.score_b.map(format_score),
                                  f"{agreement.b} note": listed.note_b.fillna("").str.slice(0, 120)})
     parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), blind_note(agreement)]
-    for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", _markdown_table(frame)]
-    parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", _markdown_table(means_frame),
-              f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", _markdown_table(confusion),
-              f"## Largest disagreements ({len(listed)} of {len(agreement.disagreements())})", _markdown_table(listed_frame) if len(listed) else "None."]
+    for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", markdown_table(frame, None)]
+    parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", markdown_table(means_frame, None),
+              f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", markdown_table(confusion, None),
+              f"## Largest disagreements ({len(listed)} of {len(agreement.disagreements())})", markdown_table(listed_frame, None) if len(listed) else "None."]
     if agreement.notes: parts += ["## Notes", "\n".join(f"- {n}" for n in agreement.notes)]
-    if len(agreement.reviews): parts += [f"## {REVIEWED_HEADING}", REVIEWED_WARNING, _markdown_table(reviewed_table(agreement))]
+    if len(agreement.reviews): parts += [f"## {REVIEWED_HEADING}", REVIEWED_WARNING, markdown_table(reviewed_table(agreement), None)]
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/14_agreement.ipynb #1c7cfeba
@@ -460,19 +440,15 @@ def agreement_csv(agreement:Agreement)->str:
     "The agreement table as CSV with exactly `AGREEMENT_COLUMNS` (empty cells for 'all' and undefined values)."
     return agreement.table[list(AGREEMENT_COLUMNS)].to_csv(index=False, lineterminator="\n")
 
-def _records(frame:pd.DataFrame)->list[dict]:
-    clean = lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
-    return [{str(k): clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
-
 def agreement_json(agreement:Agreement)->str:
     "Everything as JSON: the blind table, notes, per-model means, confusion matrix, disagreements, and the review apart."
     confusion = agreement.confusion()
     data = dict(tinyscale=tinyscale.__version__, a=agreement.a, b=agreement.b, seed=agreement.seed, n_resamples=agreement.n_resamples,
-                confidence=agreement.confidence, headline=agreement.headline(), blind_agreement=_records(agreement.table[list(AGREEMENT_COLUMNS)]),
-                notes=agreement.notes, means=_records(agreement.means),
+                confidence=agreement.confidence, headline=agreement.headline(), blind_agreement=json_records(agreement.table[list(AGREEMENT_COLUMNS)]),
+                notes=agreement.notes, means=json_records(agreement.means),
                 confusion=dict(rows=agreement.a, columns=agreement.b, levels=list(SCORE_LEVELS), counts=confusion.to_numpy().tolist()),
-                disagreements=_records(agreement.disagreements()[list(PAIR_COLUMNS) + ["difference"]]),
-                reviewed_agreement=dict(label=REVIEWED_LABEL, rows=_records(reviewed_agreement(agreement.reviews))) if len(agreement.reviews) else None)
+                disagreements=json_records(agreement.disagreements()[list(PAIR_COLUMNS) + ["difference"]]),
+                reviewed_agreement=dict(label=REVIEWED_LABEL, rows=json_records(reviewed_agreement(agreement.reviews))) if len(agreement.reviews) else None)
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 FORMATS = ("md", "csv", "json")

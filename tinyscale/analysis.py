@@ -16,9 +16,10 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 # %% auto #0
 __all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
            'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
-           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'prompt_totals', 'summary_table',
-           'format_cell', 'row_name', 'wide_table', 'paired_differences', 'model_pairs', 'paper_label', 'paper_shape',
-           'paper_comparison', 'example_scores']
+           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'criterion_cells', 'prompt_totals',
+           'summary_table', 'format_cell', 'row_name', 'wide_summary', 'format_number', 'format_percent',
+           'format_score', 'markdown_table', 'json_records', 'paired_differences', 'model_pairs', 'paper_label',
+           'paper_shape', 'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -139,14 +140,19 @@ def bootstrap_interval(data:tuple, # per-prompt arrays of equal length, resample
 LEVELS = ("overall", "category", "criterion")
 REPORT_COLUMNS = ("level", "category", "criterion", "model", "mean", "n", "ci_low", "ci_high")
 
-def _cells(scores:pd.DataFrame, rubric:Rubric|None)->list[tuple[str, str, str]]:
-    "The (level, category, criterion) cells of the tables, in rubric order."
+def criterion_cells(scores:pd.DataFrame, # tidy scores, or pairs of scores: anything with `category` and `criterion`
+                    rubric:Rubric|None=None, # orders the criteria of a category as the rubric does
+                    unscored:bool=True, # also list the rubric's criteria that have no scores in `scores`
+                   )->list[tuple[str, str, str]]:
+    "The (level, category, criterion) cells of a table: overall, each category, then each criterion, in rubric order."
     present = [c for c in CATEGORIES if c in set(scores["category"])]
     present += sorted(set(scores["category"]) - set(present))
     cells = [("overall", "", "")] + [("category", c, "") for c in present]
     for category in present:
+        scored = set(scores.loc[scores["category"] == category, "criterion"])
         labels = [c.label for c in rubric.for_category(category)] if rubric is not None else []
-        labels += sorted(set(scores.loc[scores["category"] == category, "criterion"]) - set(labels), key=_natural_key)
+        if not unscored: labels = [label for label in labels if label in scored]
+        labels += sorted(scored - set(labels), key=_natural_key)
         cells += [("criterion", category, label) for label in labels]
     return cells
 
@@ -170,7 +176,7 @@ def summary_table(scores:pd.DataFrame, # tidy scores of one rater
     scores = check_scores(scores)
     models = models or model_order(scores["model"].unique(), model_params(scores))
     rows = []
-    for level, category, criterion in _cells(scores, rubric):
+    for level, category, criterion in criterion_cells(scores, rubric):
         in_cell = _in_cell(scores, category, criterion)
         for model in models:
             totals = prompt_totals(scores[in_cell & (scores["model"] == model)])
@@ -199,11 +205,11 @@ def row_name(category:str, criterion:str, rubric:Rubric|None=None)->str:
         except TinyscaleError: pass
     return f"{category} {criterion}"
 
-def wide_table(summary:pd.DataFrame, # from `summary_table`
-               level:str, # `overall`, `category` or `criterion`
-               labels:dict|None=None, # column names per model (default: the model ids)
-               rubric:Rubric|None=None, # adds each criterion's text to its row name
-               digits:int=2)->pd.DataFrame:
+def wide_summary(summary:pd.DataFrame, # from `summary_table`
+                level:str, # `overall`, `category` or `criterion`
+                labels:dict|None=None, # column names per model (default: the model ids)
+                rubric:Rubric|None=None, # adds each criterion's text to its row name
+                digits:int=2)->pd.DataFrame:
     "One level of the summary with a row per category/criterion and a column per model, formatted."
     if level not in LEVELS: raise TinyscaleError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     part = summary[summary["level"] == level]
@@ -214,6 +220,38 @@ def wide_table(summary:pd.DataFrame, # from `summary_table`
         by_model = {r.model: format_cell(r.mean, r.ci_low, r.ci_high, r.n, digits) for r in cells.itertuples()}
         rows[row_name(category, criterion, rubric)] = {labels.get(m, m): by_model.get(m, "—") for m in models}
     return pd.DataFrame.from_dict(rows, orient="index", columns=[labels.get(m, m) for m in models])
+
+# %% ../nbs/08_analysis.ipynb #3ef68d2c
+def _missing(value)->bool: return value is None or (isinstance(value, float) and math.isnan(value))
+
+def format_number(value, digits:int=2, signed:bool=False)->str:
+    "A number with `digits` decimals, and its sign when `signed`: `0.50`, `+0.25`; `—` when there is none (None or NaN)."
+    if _missing(value): return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+def format_percent(value, digits:int=0)->str:
+    "A share as a percentage: `0.25` -> `25%`; `—` when there is none."
+    return "—" if _missing(value) else f"{value:.{digits}%}"
+
+def format_score(score)->str:
+    "A score as people write it: `0`, `0.5`, `1`; `—` when there is none."
+    return "—" if _missing(score) else f"{score:g}"
+
+# %% ../nbs/08_analysis.ipynb #a170b1ac
+def markdown_table(frame:pd.DataFrame, # the table
+                   index:str|None="", # the header of the index column; None leaves the index out
+                  )->str:
+    "A DataFrame as a GitHub-flavoured Markdown table: `|` escaped, a line break made a space, a missing value left empty."
+    cell = lambda v: "" if _missing(v) else str(v).replace("|", "\\|").replace("\n", " ")
+    header = ([index] if index is not None else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=index is not None, name=None)]
+    return "\n".join(lines)
+
+def json_records(frame:pd.DataFrame)->list[dict]:
+    "The rows of `frame` for JSON: NaN and pandas' missing values as None, numpy scalars as Python ones."
+    clean = lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
+    return [{str(k): clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
 
 # %% ../nbs/08_analysis.ipynb #f1f34c21
 DIFFERENCE_COLUMNS = ("level", "category", "criterion", "model", "baseline", "prompts", "n", "model_mean", "baseline_mean",
@@ -238,7 +276,7 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
               .merge(per_model[per_model["model"] == baseline].drop(columns="model"), on=keys, suffixes=("_model", "_baseline")))
     columns = ["total_baseline", "n_baseline", "total_model", "n_model"]
     rows = []
-    for level, category, criterion in _cells(scores, rubric):
+    for level, category, criterion in criterion_cells(scores, rubric):
         if level not in levels: continue
         per_prompt = shared[_in_cell(shared, category, criterion)].groupby("prompt_unit")[columns].sum()
         row = dict(level=level, category=category, criterion=criterion, model=model, baseline=baseline,

@@ -18,7 +18,7 @@ COMMANDS = {
     "prompts":   ("tinyscale.prompts",     "check and summarise the prompt set"),
     "fixtures":  ("tinyscale.models",      "write shape-faithful TinyStories models (random weights) for offline use"),
     "generate":  ("tinyscale.distributed", "generate completions for one or more models (in one process or several)"),
-    "scores":    ("tinyscale.store",       "import, export and count scores"),
+    "scores":    ("tinyscale.wide",        "import, export and count scores"),
     "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
     "agreement": ("tinyscale.agreement",   "agreement between two raters"),

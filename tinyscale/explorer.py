@@ -14,11 +14,11 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from .core import TinyscaleError
 from .rubric import CATEGORIES, Rubric
-from .analysis import SCORE_COLUMNS, model_order, model_labels, short_name, _natural_key
+from .analysis import SCORE_COLUMNS, format_score, model_order, model_labels, short_name, _natural_key
 
 # %% auto #0
-__all__ = ['ANY', 'COMPLETION_COLUMNS', 'filter_scores', 'choices', 'disagreements', 'matching_completions', 'completion_scores',
-           'completion_html', 'cell_means', 'cell_color', 'Explorer']
+__all__ = ['ANY', 'COMPLETION_COLUMNS', 'filter_scores', 'choices', 'disagreeing_scores', 'matching_completions',
+           'completion_scores', 'completion_html', 'cell_means', 'cell_color', 'Explorer']
 
 # %% ../nbs/10_explorer.ipynb #74ce3abd
 ANY = None  # a filter left open
@@ -64,7 +64,7 @@ def _params(scores:pd.DataFrame)->dict:
     return {m: int(p) for m, p in zip(known["model"], known["params"])}
 
 # %% ../nbs/10_explorer.ipynb #00d2a6ba
-def disagreements(scores:pd.DataFrame)->pd.DataFrame:
+def disagreeing_scores(scores:pd.DataFrame)->pd.DataFrame:
     "Every rater's score of each (completion, criterion) that two or more raters scored differently."
     _check_columns(scores)
     spread = scores.groupby(["completion_id", "criterion"])["score"].agg(["nunique", "count"])
@@ -82,7 +82,7 @@ def matching_completions(scores:pd.DataFrame, # tidy scores, any number of rater
                          only_disagreements:bool=False, # keep only (completion, criterion) pairs raters disagree on
                         )->pd.DataFrame:
     "One row per completion that has a score matching the selection, in prompt order."
-    pool = disagreements(scores) if only_disagreements else scores
+    pool = disagreeing_scores(scores) if only_disagreements else scores
     rows = filter_scores(pool, category, criterion, model, score, rater)
     columns = [c for c in COMPLETION_COLUMNS if c in rows.columns]
     found = rows.drop_duplicates("completion_id")[columns]
@@ -97,8 +97,6 @@ def completion_scores(scores:pd.DataFrame, completion_id:str)->pd.DataFrame:
     return _sorted(rows, lambda r: (_natural_key(str(r["criterion"])), str(r["rater"])))[columns]
 
 # %% ../nbs/10_explorer.ipynb #18e9bbff
-def _score_text(score)->str: return "—" if score is None or (isinstance(score, float) and math.isnan(score)) else f"{score:g}"
-
 def completion_html(scores:pd.DataFrame, completion_id:str, rubric:Rubric|None=None, labels:dict|None=None)->str:
     "An HTML card for one completion with every rater's scores and notes."
     rows = scores[scores["completion_id"] == completion_id]
@@ -114,7 +112,7 @@ def completion_html(scores:pd.DataFrame, completion_id:str, rubric:Rubric|None=N
         note = getattr(row, "note", None)
         note = "" if note is None or (isinstance(note, float) and math.isnan(note)) else note
         lines.append(f"<tr><td><b>{e(str(row.criterion))}</b> {e(text)}</td><td>{e(str(row.rater))}</td>"
-                     f"<td style='text-align:center'>{_score_text(row.score)}</td><td>{e(str(note))}</td></tr>")
+                     f"<td style='text-align:center'>{format_score(row.score)}</td><td>{e(str(note))}</td></tr>")
     prompt = e(str(first.get("prompt", "") or ""))
     completion = e(str(first.get("completion", "") or ""))
     return (f"<div style='border:1px solid #ccc;border-radius:6px;padding:8px;margin:6px 0'>"

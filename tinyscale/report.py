@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
 # %% ../nbs/15_report.ipynb #b072147f
 from __future__ import annotations
-import io, json, math, shlex, sys
+import json, math, shlex, sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
@@ -15,26 +15,23 @@ import tinyscale
 from .core import TinyscaleError, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
-from .store import ScoreStore
-from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores, model_labels, model_order,
-                                model_pairs, model_params, paired_differences, paper_comparison, summary_table, wide_table)
+from .store import ScoreStore, is_judge
+from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores,
+                                format_number, json_records, markdown_table, model_labels, model_order, model_pairs, model_params,
+                                paired_differences, paper_comparison, summary_table, wide_summary)
 from .plots import figure_bytes, report_figures
 from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
                                  reviewed_table)
 
 # %% auto #0
-__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'is_judge', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
-           'add_agreements', 'report_from_store', 'report_csv', 'markdown_table', 'differences_table',
-           'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
-           'headline', 'watch_notes', 'add_cli']
+__all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
+           'add_agreements', 'report_from_store', 'report_csv', 'differences_table', 'comparison_table',
+           'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report', 'headline',
+           'watch_notes', 'add_cli']
 
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
     "The store has no scores yet (or none of the rater asked for)."
-
-def is_judge(rater:str)->bool:
-    "Whether a rater is an LLM judge (`judge:<model>`)."
-    return rater.startswith("judge:")
 
 def choose_rater(raters:list[str], # the raters with scores
                  rater:str|None=None, # the one asked for
@@ -146,27 +143,13 @@ def report_csv(report:Report)->str:
     return report.summary[list(REPORT_COLUMNS)].to_csv(index=False, lineterminator="\n")
 
 # %% ../nbs/15_report.ipynb #a8930adb
-def markdown_table(frame:pd.DataFrame, index:str|None="")->str:
-    "A DataFrame as a GitHub-flavoured Markdown table (`index` names the index column; None drops it)."
-    cell = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|").replace("\n", " ")
-    header = ([index] if index is not None else []) + [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for key, row in frame.iterrows():
-        values = ([key] if index is not None else []) + list(row)
-        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
-    return "\n".join(lines)
-
-def _number(value, digits=2, signed=False)->str:
-    if value is None or (isinstance(value, float) and math.isnan(value)): return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
 def differences_table(report:Report)->pd.DataFrame:
     "The paired differences, formatted: one row per (model pair, category)."
     rows = []
     for r in report.differences.itertuples():
-        interval = f"[{_number(r.ci_low, signed=True)}, {_number(r.ci_high, signed=True)}]" if not math.isnan(r.ci_low) else ""
+        interval = f"[{format_number(r.ci_low, signed=True)}, {format_number(r.ci_high, signed=True)}]" if not math.isnan(r.ci_low) else ""
         rows.append({"comparison": f"{report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]}",
-                     "scope": r.category or "All criteria", "difference": _number(r.difference, signed=True),
+                     "scope": r.category or "All criteria", "difference": format_number(r.difference, signed=True),
                      "95% interval": interval, "shared prompts": r.prompts})
     return pd.DataFrame(rows, columns=["comparison", "scope", "difference", "95% interval", "shared prompts"])
 
@@ -175,9 +158,9 @@ def comparison_table(report:Report)->pd.DataFrame:
     rows = []
     for r in report.comparison.itertuples():
         inside = "—" if pd.isna(r.inside) else ("yes" if r.inside else "no")
-        interval = f"[{_number(r.ci_low)}, {_number(r.ci_high)}]" if not math.isnan(r.ci_low) else ""
+        interval = f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}]" if not math.isnan(r.ci_low) else ""
         rows.append({"model": report.labels[r.model], "category": r.category, "paper shape": r.paper_model,
-                     "paper grade / 10": _number(r.target), "ours": _number(r.mean), "95% interval": interval,
+                     "paper grade / 10": format_number(r.target), "ours": format_number(r.mean), "95% interval": interval,
                      "paper inside interval": inside, "n": r.n})
     return pd.DataFrame(rows, columns=["model", "category", "paper shape", "paper grade / 10", "ours", "95% interval", "paper inside interval", "n"])
 
@@ -210,9 +193,9 @@ def report_markdown(report:Report, # from `build_report`
              f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions from "
              f"{report.scores.prompt_id.nunique()} prompts. Each cell: mean [{level:g}% bootstrap interval over prompts] "
              f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion.",
-             "## Overall", markdown_table(wide_table(s, "overall", report.labels)),
-             "## Per category", markdown_table(wide_table(s, "category", report.labels), "category"),
-             "## Per criterion", markdown_table(wide_table(s, "criterion", report.labels, report.rubric), "criterion")]
+             "## Overall", markdown_table(wide_summary(s, "overall", report.labels)),
+             "## Per category", markdown_table(wide_summary(s, "category", report.labels), "category"),
+             "## Per criterion", markdown_table(wide_summary(s, "criterion", report.labels, report.rubric), "criterion")]
     if len(report.differences):
         parts += ["## Paired differences",
                   "Each model against the next smaller one, on the prompts and criteria both were scored on; an interval "
@@ -226,18 +209,13 @@ def report_markdown(report:Report, # from `build_report`
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/15_report.ipynb #f08a0b15
-def _records(frame:pd.DataFrame)->list[dict]:
-    "Records with NaN and pandas' missing values as None and numpy scalars as Python ones."
-    clean = lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (v.item() if hasattr(v, "item") else v)
-    return [{k: clean(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")]
-
 def report_json(report:Report)->str:
     "The report as JSON: settings, models, summary, differences, the paper comparison and the agreement with other raters."
     data = dict(tinyscale=tinyscale.__version__, rater=report.rater, seed=report.seed, n_resamples=report.n_resamples,
                 confidence=report.confidence,
                 models=[dict(model=m, label=report.labels[m], params=report.params.get(m)) for m in report.models],
-                summary=_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
-                differences=_records(report.differences), paper_comparison=_records(report.comparison),
+                summary=json_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
+                differences=json_records(report.differences), paper_comparison=json_records(report.comparison),
                 calibration_note=CALIBRATION_NOTE, agreements=[json.loads(agreement_json(a)) for a in report.agreements],
                 agreement_notes=report.agreement_notes)
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
@@ -268,7 +246,7 @@ def write_report(report:Report, # from `build_report`
 
 # %% ../nbs/15_report.ipynb #94022b03
 def _interval_text(mean, low, high)->str:
-    return _number(mean) + (f" [{_number(low)}, {_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else "")
+    return format_number(mean) + (f" [{format_number(low)}, {format_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else "")
 
 def headline(report:Report)->str:
     "One Markdown paragraph: whose scores, how many, and each model's overall mean with its interval."
@@ -287,14 +265,14 @@ def watch_notes(report:Report)->list[str]:
     criteria = s[(s["level"] == "criterion") & (s["n"] > 0)]
     fewest, most = categories.prompts.min(), categories.prompts.max()
     notes.append(f"Each category mean rests on {fewest if fewest == most else f'{fewest}–{most}'} prompts per model. "
-                 f"With so few, a category interval reaches about ±{_number(half(categories))} around its mean "
-                 f"(median half-width) and a criterion interval ±{_number(half(criteria))}: a difference smaller than "
+                 f"With so few, a category interval reaches about ±{format_number(half(categories))} around its mean "
+                 f"(median half-width) and a criterion interval ±{format_number(half(criteria))}: a difference smaller than "
                  f"that should not be read as real.")
     if len(report.differences):
         part = report.differences[(report.differences["level"] == "category") & report.differences["ci_low"].notna()]
         clear = part[(part["ci_low"] > 0) | (part["ci_high"] < 0)]
         named = ", ".join(f"{r.category} ({report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]} "
-                          f"{_number(r.difference, signed=True)})" for r in clear.itertuples())
+                          f"{format_number(r.difference, signed=True)})" for r in clear.itertuples())
         notes.append(f"{len(clear)} of {len(part)} paired category differences have an interval that excludes 0"
                      + (f": {named}." if len(clear) else "."))
     point = s[(s["n"] > 0) & (s["ci_low"] == s["ci_high"])]

@@ -6,23 +6,18 @@ Docs: https://tinyscale.github.io/tinyscale/store.html.md"""
 
 # %% ../nbs/06_store.ipynb #0ed0eb7b
 from __future__ import annotations
-import csv, fcntl, io, json, math, os, re, sys, warnings
+import fcntl, json, math, os, re, warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
-from . import __version__
-from .core import (TinyscaleError, append_jsonl, atomic_write_text, config_hash, data_path, project_root,
-                            text_hash, utc_now, where)
+from .core import TinyscaleError, append_jsonl, project_root, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, load_rubric
-from .prompts import Prompt, read_prompt_rows
-from .completions import Completion, append_completions, completion_id, completions_dir, load_completions
+from .completions import completions_dir, load_completions
 
 # %% auto #0
-__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'WIDE_KEY_COLUMNS', 'IMPORT_PREFIX', 'rater_file_name', 'check_source',
-           'event_problem', 'ScoreStore', 'WideRow', 'WideCsvProblems', 'read_wide_csv', 'ImportSummary',
-           'imported_completion', 'import_wide_csv', 'wide_table', 'export_wide', 'export_long', 'add_cli']
+__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'rater_file_name', 'judge_rater', 'is_judge', 'check_source',
+           'event_problem', 'ScoreStore', 'add_store_options', 'store_from_args', 'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -43,12 +38,23 @@ def rater_file_name(rater:str)->str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", rater)
     return re.sub(r"^\.", "_", name) + ".jsonl"
 
+# %% ../nbs/06_store.ipynb #4a124a8a
+JUDGE_PREFIX = "judge:"
+
+def judge_rater(model:str)->str:
+    "The store's rater name for a judge model: `judge:<model>`."
+    return f"{JUDGE_PREFIX}{model}"
+
+def is_judge(rater:str)->bool:
+    "Whether a rater is an LLM judge (`judge:<model>`)."
+    return rater.startswith(JUDGE_PREFIX)
+
 # %% ../nbs/06_store.ipynb #08abef61
 def _is_number(x)->bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 def check_source(source)->str:
     "`source` if it is `manual`, `import` or `judge:<model>`, else a `TinyscaleError`."
-    if source in ("manual", "import") or (isinstance(source, str) and source.startswith("judge:") and len(source) > 6):
+    if source in ("manual", "import") or (isinstance(source, str) and is_judge(source) and len(source) > len(JUDGE_PREFIX)):
         return source
     raise TinyscaleError(f"source {source!r} is not 'manual', 'import' or 'judge:<model>'")
 
@@ -345,282 +351,20 @@ def unscored(self:ScoreStore, rater:str)->list[str]:
     done = self._fully_scored(rater)
     return [cid for cid in self.completions.completion_id if cid not in done]
 
-# %% ../nbs/06_store.ipynb #b45aa0af
-WIDE_KEY_COLUMNS = ("ID", "category", "prompt", "completion", "model_name")
-
-@dataclass
-class WideRow:
-    row: int          # row number in the file (the header is row 1)
-    line: int         # the file line it starts on (differs from `row` after a multi-line cell)
-    id: str           # the `ID` cell
-    category: str
-    prompt: str       # exactly as written
-    completion: str   # exactly as written, `\r\n` and all
-    model: str        # the `model_name` cell
-    scores: dict      # criterion label -> 0.0, 0.5 or 1.0 (filled cells only)
-    def __repr__(self): return f"WideRow(row {self.row}: {self.id} · {self.category} · {self.model} · {self.scores})"
-
-class WideCsvProblems(TinyscaleError):
-    "A wide score CSV that breaks the format; `.problems` holds one line per problem."
-    def __init__(self, path, problems:list[str]):
-        self.path, self.problems = path, problems
-        super().__init__(f"{path}: {len(problems)} problem(s), nothing was imported:\n" + "\n".join(problems))
-
-# %% ../nbs/06_store.ipynb #daf41d31
-def _wide_header(path, names:list[str], rubric:Rubric)->tuple[dict, list[str], list[str], bool]:
-    "Map criterion columns to criteria: (score columns, ignored columns, problems, whether rows can be read)."
-    at, problems, score_columns, ignored = where(path, 1), [], {}, []
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"{at}: column {name!r} appears {names.count(name)} times")
-    missing = [c for c in WIDE_KEY_COLUMNS if c not in names]
-    if missing: problems.append(f"{at}: missing column(s) {', '.join(missing)} (expected {', '.join(WIDE_KEY_COLUMNS)}, then <Category>_<Label>_score columns)")
-    readable = not problems
-    for name in names:
-        if name in WIDE_KEY_COLUMNS: continue
-        criterion = rubric.by_column(name)
-        if criterion is not None: score_columns[name] = criterion
-        elif name.endswith("_score"):
-            problems.append(f"{at}: column {name!r} is not a criterion of the rubric (criterion columns look like Grammar_A_score)")
-        else: ignored.append(name)
-    return score_columns, ignored, problems, readable
-
-# %% ../nbs/06_store.ipynb #4973a22f
-def _at(path, row:int, line:int)->str:
-    "Name a row of a CSV file, and its line when a multi-line cell above makes them differ."
-    return where(path, row) + (f" (line {line})" if line != row else "")
-
-def _wide_row(path, number:int, line:int, cells:dict, score_columns:dict, categories:list[str])->tuple[WideRow|None, list[str]]:
-    "One data row as a `WideRow`, or None, and its problems."
-    at, category, problems = _at(path, number, line), cells["category"].strip(), []
-    for column in ("ID", "model_name", "prompt"):
-        if not cells[column].strip(): problems.append(f"{at}: empty {column}")
-    if category not in categories:
-        return None, problems + [f"{at}: unknown category {category!r} (expected one of {', '.join(categories)})"]
-    scores = {}
-    for column, criterion in score_columns.items():
-        cell = cells[column].strip()
-        if not cell: continue
-        if criterion.category != category:
-            problems.append(f"{at}: {column} holds {cell!r}, but this is a {category} row (only {category} columns may be filled)")
-            continue
-        try: scores[criterion.label] = check_score(cell, f"{at}: {column}")
-        except TinyscaleError as e: problems.append(str(e))
-    row = WideRow(number, line, cells["ID"].strip(), category, cells["prompt"], cells["completion"], cells["model_name"].strip(),
-                  dict(sorted(scores.items())))
-    return (None if problems else row), problems
-
-# %% ../nbs/06_store.ipynb #afa46e4e
-def _repeat_problems(path, rows:list[WideRow])->list[str]:
-    "The same completion (model, category, prompt, text) on two rows must not carry different scores."
-    first, problems = {}, []
-    for row in rows:
-        key = (row.model, row.category, row.prompt, row.completion)
-        if key not in first:
-            first[key] = row
-            continue
-        earlier = first[key]
-        for label in sorted(set(row.scores) & set(earlier.scores)):
-            if row.scores[label] != earlier.scores[label]:
-                problems.append(f"{_at(path, row.row, row.line)}: repeats the completion of row {earlier.row} with a different "
-                                f"{row.category}_{label}_score ({row.scores[label]} here, {earlier.scores[label]} there)")
-    return problems
-
-# %% ../nbs/06_store.ipynb #17826fdc
-def read_wide_csv(path:str|Path, # a wide score CSV
-                  rubric:Rubric|None=None, # default `load_rubric()`
-                 )->list[WideRow]:
-    "The rows of a wide score CSV, exactly as written; raises `WideCsvProblems` listing every broken row."
-    path, rubric = Path(path), rubric if rubric is not None else load_rubric()
-    if not path.exists(): raise TinyscaleError(f"{path}: file not found")
-    try: text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e: raise TinyscaleError(f"{path}: not UTF-8 text ({e})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try: header = next(reader)
-    except StopIteration: raise TinyscaleError(f"{path}: empty file (expected a header row)") from None
-    except csv.Error as e: raise TinyscaleError(f"{where(path, 1)}: not CSV ({e})") from None
-    names = [name.strip() for name in header]
-    score_columns, ignored, problems, readable = _wide_header(path, names, rubric)
-    if not readable: raise WideCsvProblems(path, problems)
-    if ignored: warnings.warn(f"{path}: column(s) {', '.join(map(repr, ignored))} are not part of the wide format; ignored")
-    rows, next_line = [], reader.line_num + 1
-    try:
-        for number, cells in enumerate(reader, start=2):
-            line, next_line = next_line, reader.line_num + 1
-            if not any(cell.strip() for cell in cells): continue
-            if len(cells) != len(names):
-                problems.append(f"{_at(path, number, line)}: {len(cells)} fields, but the header has {len(names)}")
-                continue
-            row, row_problems = _wide_row(path, number, line, dict(zip(names, cells)), score_columns, rubric.categories)
-            problems += row_problems
-            if row: rows.append(row)
-    except csv.Error as e: problems.append(f"{path}, line {reader.line_num}: not CSV ({e}); the rows after it were not read")
-    problems += _repeat_problems(path, rows)
-    if problems: raise WideCsvProblems(path, problems)
-    return rows
-
-# %% ../nbs/06_store.ipynb #eebe692a
-@dataclass
-class ImportSummary:
-    path: Path
-    rater: str
-    rows: int        # data rows read
-    created: int     # completion records created
-    reused: int      # rows whose completion was already in the table
-    added: int       # score events written
-    unchanged: int   # scores already imported earlier
-    completions_file: Path|None
-    scores_file: Path
-    def __repr__(self):
-        made = f"{self.created} new completion(s) in {self.completions_file}" if self.created else "no new completions"
-        return (f"{self.path}: {self.rows} row(s); {made}, {self.reused} row(s) already known; {self.added} score(s) "
-                f"added for {self.rater} in {self.scores_file}, {self.unchanged} already imported")
-
-# %% ../nbs/06_store.ipynb #383e8cdc
-IMPORT_PREFIX = "import-"
-
-def _table_prompts()->list[Prompt]:
-    "The prompts of `data/prompts.csv` as written (no checks: they are only matched by text), or none."
-    path = data_path("prompts.csv")
-    return [p for _, p in read_prompt_rows(path)] if path.exists() else []
-
-def imported_completion(row:WideRow, # a row of a wide file
-                        prompt_id:str, # the prompt's id in the prompt set, or `import-<ID>`
-                        run:str, # the run file's stem
-                       )->Completion:
-    "The completion record an imported row creates."
-    config = {"source": "wide-csv", "category": row.category}
-    revision, chash = f"import:{text_hash(row.completion)}", config_hash(config)
-    return Completion(completion_id(row.model, revision, text_hash(row.prompt), chash), prompt_id, row.category,
-                      row.prompt, row.completion, row.model, revision=revision, prompt_hash=text_hash(row.prompt),
-                      config=config, config_hash=chash, completion_raw=row.completion, finish_reason="import",
-                      versions={"tinyscale": __version__}, run=run, created=utc_now())
-
-# %% ../nbs/06_store.ipynb #7cb8f974
-def _latest_imported(store:ScoreStore, rater:str)->dict:
-    "The latest imported score of each (completion_id, criterion) of `rater`."
-    return {(e["completion_id"], e["criterion"]): e["score"] for e in store._events(rater) if e["source"] == "import"}
-
-def _import_run_name(path:Path)->str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "file"
-    return f"{IMPORT_PREFIX}{stem}-{text_hash(path.read_bytes().decode('utf-8', 'replace'), 8)}"
-
-# %% ../nbs/06_store.ipynb #661681fc
-def import_wide_csv(path:str|Path, # the wide score CSV
-                    rater:str, # whose scores these are
-                    store:ScoreStore|None=None, # default: `scores/` over the table in `completions_folder`
-                    completions_folder:str|Path|None=None, # where new completion records go (default `data/completions`)
-                    prompts:list[Prompt]|None=None, # prompts matched by category and text (default `data/prompts.csv`)
-                   )->ImportSummary:
-    "Import a wide score CSV as `import` events of `rater`, creating the completion records it needs."
-    path, rater = Path(path), _check_rater(rater)
-    folder = Path(completions_folder) if completions_folder is not None else completions_dir()
-    store = store if store is not None else ScoreStore(completions=load_completions(folder))
-    rows = read_wide_csv(path, store.rubric)
-    prompt_ids = {(p.category, p.prompt): p.id for p in (_table_prompts() if prompts is None else prompts)}
-    known = {}
-    for r in store.completions.itertuples(): known.setdefault((r.model, r.category, r.prompt, r.completion), r.completion_id)
-    run, created, reused, keys = _import_run_name(path), {}, 0, []
-    for row in rows:
-        content = (row.model, row.category, row.prompt, row.completion)
-        if content in known:
-            keys.append(store._by_id[known[content]]); reused += 1
-            continue
-        if content not in created:
-            prompt_id = prompt_ids.get((row.category, row.prompt), f"{IMPORT_PREFIX}{row.id}")
-            created[content] = imported_completion(row, prompt_id, run)
-        record = created[content]
-        keys.append({f: getattr(record, f) for f in _COMPLETION_KEY})
-    latest, events, unchanged = _latest_imported(store, rater), [], 0
-    for key, row in zip(keys, rows):
-        for label, score in row.scores.items():
-            if latest.get((key["completion_id"], label)) == score:
-                unchanged += 1
-                continue
-            events.append(_make_event(key, label, score, rater, source="import", rubric=store.rubric))
-            latest[key["completion_id"], label] = score
-    completions_file = folder/f"{run}.jsonl" if created else None
-    if created:
-        append_completions(completions_file, list(created.values()))
-        store.include_completions(pd.DataFrame([c.to_dict() for c in created.values()]))
-    if events: store._append(events)
-    return ImportSummary(path, rater, len(rows), len(created), reused, len(events), unchanged, completions_file,
-                         store.rater_path(rater))
-
-# %% ../nbs/06_store.ipynb #c1a29b0d
-_SCORE_TEXT = {0.0: "0.0", 0.5: "0.5", 1.0: "1.0"}
-
-def _export_rater(store:ScoreStore, rater:str|None)->str|None:
-    "The rater to export: the one given, else the store's only rater (None for an empty store)."
-    if rater is not None: return _check_rater(rater)
-    raters = store.raters()
-    if len(raters) > 1:
-        raise TinyscaleError(f"{store.folder} holds the scores of {len(raters)} raters ({', '.join(raters)}); pick one (--rater NAME)")
-    return raters[0] if raters else None
-
-def wide_table(store:ScoreStore, rater:str|None=None, # default: the store's only rater
-              )->pd.DataFrame:
-    "`rater`'s current scores in the wide layout, as text cells."
-    rater, columns = _export_rater(store, rater), [c.column for c in store.rubric]
-    scores = defaultdict(dict)
-    for (cid, label, _), event in (store._latest(rater) if rater else {}).items(): scores[cid][label] = event["score"]
-    if lost := [cid for cid in scores if cid not in store._by_id]:
-        warnings.warn(f"{len(lost)} scored completion(s) are not in the completions table and cannot be exported: {', '.join(lost[:5])}")
-    rows = []
-    for c in store.completions[["completion_id", "prompt_id", "category", "prompt", "completion", "model"]].itertuples():
-        if c.completion_id not in scores: continue
-        cells = {f"{c.category}_{label}_score": _SCORE_TEXT[score] for label, score in scores[c.completion_id].items()}
-        wide_id = c.prompt_id[len(IMPORT_PREFIX):] if c.prompt_id.startswith(IMPORT_PREFIX) else c.prompt_id
-        rows.append([wide_id, c.category, c.prompt, c.completion, c.model] + [cells.get(col, "") for col in columns])
-    return pd.DataFrame(rows, columns=list(WIDE_KEY_COLUMNS) + columns, dtype=object)
-
-def _csv_text(header:list[str], rows)->str:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-# %% ../nbs/06_store.ipynb #a9479c4f
-def export_wide(path:str|Path, # the CSV to write (replaced atomically)
-                store:ScoreStore|None=None, # default `ScoreStore()`
-                rater:str|None=None, # default: the store's only rater
-               )->Path:
-    "Write `rater`'s current scores as a wide score CSV."
-    table = wide_table(store if store is not None else ScoreStore(), rater)
-    return atomic_write_text(path, _csv_text(list(table.columns), table.itertuples(index=False)))
-
-def export_long(path:str|Path, store:ScoreStore|None=None,
-                rater:str|None=None, # default: every rater
-               )->Path:
-    "Write the tidy table of current scores (one row per completion, criterion and rater)."
-    frame = (store if store is not None else ScoreStore()).current(rater)
-    return atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
-
 # %% ../nbs/06_store.ipynb #6954739f
-def _store_for(args)->tuple[ScoreStore, Path]:
+def add_store_options(parser):
+    "Add the `--store` and `--completions` options of every `tinyscale scores` subcommand to `parser`."
+    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
+    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
+
+def store_from_args(args)->tuple[ScoreStore, Path]:
+    "The store that `--store` and `--completions` name, and the completions folder."
     folder = Path(args.completions) if args.completions else completions_dir()
     return ScoreStore(args.store, completions=load_completions(folder)), folder
 
-def _import_command(args)->int:
-    store, folder = _store_for(args)
-    prompts = [p for _, p in read_prompt_rows(args.prompts)] if args.prompts else None
-    try: summary = import_wide_csv(args.path, args.rater, store, folder, prompts)
-    except WideCsvProblems as e:
-        for problem in e.problems: print(f"tinyscale: error: {problem}", file=sys.stderr)
-        raise TinyscaleError(f"{e.path}: {len(e.problems)} problem(s); nothing was imported") from None
-    print(summary)
-    return 0
-
-def _export_command(args)->int:
-    store, _ = _store_for(args)
-    if args.format == "wide": export_wide(args.out, store, args.rater)
-    else: export_long(args.out, store, args.rater)
-    rows = len(pd.read_csv(args.out, dtype=str, keep_default_na=False))
-    print(f"wrote {args.out}: {rows} row(s), {args.format} format")
-    return 0
-
+# %% ../nbs/06_store.ipynb #7ea795f2
 def _progress_command(args)->int:
-    store, _ = _store_for(args)
+    store, _ = store_from_args(args)
     raters = [args.rater] if args.rater else store.raters()
     if not raters: print(f"no scores yet in {store.folder}; {len(store.completions)} completion(s) to score")
     for rater in raters:
@@ -629,26 +373,9 @@ def _progress_command(args)->int:
         print(table.to_string(index=False))
     return 0
 
-# %% ../nbs/06_store.ipynb #7ea795f2
-def add_cli(parser):
-    "The `tinyscale scores` subcommands."
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    def common(sub):
-        sub.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-        sub.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
-    importer = actions.add_parser("import", help="import a wide score CSV as one rater's scores")
-    importer.add_argument("path", help="the wide CSV (ID, category, prompt, completion, model_name, <Category>_<Label>_score...)")
-    importer.add_argument("--rater", required=True, help="whose scores these are")
-    importer.add_argument("--prompts", default=None, help="prompt set matched by text (default: data/prompts.csv)")
-    common(importer)
-    importer.set_defaults(handler=_import_command)
-    exporter = actions.add_parser("export", help="write current scores as a wide or long CSV")
-    exporter.add_argument("out", help="the CSV to write")
-    exporter.add_argument("--format", choices=("wide", "long"), default="wide", help="wide (one row per completion) or long (tidy)")
-    exporter.add_argument("--rater", default=None, help="whose scores (wide: required when the store has several raters)")
-    common(exporter)
-    exporter.set_defaults(handler=_export_command)
+def add_progress_command(actions):
+    "Add `progress` to the `tinyscale scores` subcommands (`actions`, what `parser.add_subparsers()` returned)."
     progress = actions.add_parser("progress", help="completions scored per category and model")
     progress.add_argument("--rater", default=None, help="one rater (default: every rater)")
-    common(progress)
+    add_store_options(progress)
     progress.set_defaults(handler=_progress_command)
