@@ -28,8 +28,7 @@ __all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'REPAIR_PLACE
            'Backend', 'AnthropicBackend', 'OpenAIBackend', 'GeminiBackend', 'LocalBackend', 'make_backend',
            'error_status', 'retry_reason', 'retry_after', 'RetryPolicy', 'RateLimiter', 'judge_cache_dir',
            'judgment_key', 'JudgeCache', 'JudgeRequest', 'estimated_tokens', 'judge_rater', 'JudgeRun', 'DryRun',
-           'Judge', 'held_scores', 'write_scores', 'fake_judge_answer', 'FakeJudgeServer', 'read_completions',
-           'add_cli']
+           'Judge', 'held_scores', 'write_scores', 'fake_judge_answer', 'FakeJudgeServer', 'add_cli']
 
 # %% ../nbs/13_judge.ipynb #2e0b19f4
 END_OF_TEXT = "<|endoftext|>"
@@ -768,7 +767,7 @@ def _progress_bar(total:int, enabled:bool):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc="judging", unit="call", disable=not enabled or total == 0, dynamic_ncols=True)
 
-def _run(self:Judge, completions:pd.DataFrame, # the completions to judge (see `read_completions`)
+def _run(self:Judge, completions:pd.DataFrame, # the completions to judge (see `tinyscale.completions.load_completions`)
          store:ScoreStore|None=None, # where the scores go (None: cache only)
          limit:int|None=None, # send at most this many new judgments
          progress:bool=True, # show a progress bar with the running cost
@@ -936,21 +935,6 @@ class FakeJudgeServer:
             def log_message(self, *args): pass
         return Handler
 
-# %% ../nbs/13_judge.ipynb #88e11648
-def read_completions(paths:list|None=None, # run files (`.jsonl`) or folders of them (default: `data/completions/`)
-                    )->pd.DataFrame:
-    "The completion records in `paths`, one row per completion id."
-    frames = []
-    for path in [Path(p) for p in (paths or [completions_dir()])]:
-        if path.is_dir(): frames.append(load_completions(path))
-        elif path.is_file():
-            with tempfile.TemporaryDirectory() as folder:
-                (Path(folder)/"run.jsonl").symlink_to(path.resolve())
-                frames.append(load_completions(folder))
-        else: raise TinyscaleError(f"--completions {path}: no such file or folder")
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COMPLETION_FIELDS))
-    return frame.drop_duplicates("completion_id").reset_index(drop=True)
-
 # %% ../nbs/13_judge.ipynb #813b89cb
 def _judge_from_args(args)->Judge:
     options = {"max_tokens": args.max_tokens} if args.max_tokens else {}
@@ -965,7 +949,9 @@ def _judge_from_args(args)->Judge:
                  rpm=args.rpm, tpm=args.tpm, retry_failed=args.retry_failed, prices=prices)
 
 def _selected_completions(args)->pd.DataFrame:
-    frame = read_completions(args.completions)
+    for path in args.completions or [completions_dir()]:
+        if not Path(path).exists(): raise TinyscaleError(f"--completions {path}: no such file or folder")
+    frame = load_completions(args.completions)
     if args.category:
         unknown = [c for c in args.category if c not in CATEGORIES]
         if unknown: raise TinyscaleError(f"--category {unknown[0]!r}: use one of {', '.join(CATEGORIES)}")
