@@ -6,7 +6,9 @@ import pytest
 
 from judge_support import ALL_KEY_VARIABLES, APIS, KEY_VARIABLES, KEYS, MODELS, files_containing, make_workbook
 from tinyscale.core import append_jsonl, read_jsonl
-from tinyscale.judge import FakeJudgeServer, Judge, make_backend
+from tinyscale.fake_judge import FakeJudgeServer
+from tinyscale.judge import Judge
+from tinyscale.judge_backends import make_backend
 
 TINYSCALE = Path(sys.executable).parent / "tinyscale"
 
