@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 from judge_support import ALL_KEY_VARIABLES, APIS, KEY_VARIABLES, KEYS, MODELS, files_containing, make_workbook
-from tinyscale.core import read_jsonl
-from tinyscale.judge import FakeJudgeServer, Judge, make_backend
+from tinyscale.core import append_jsonl, read_jsonl
+from tinyscale.fake_judge import FakeJudgeServer
+from tinyscale.judge import Judge
+from tinyscale.judge_backends import make_backend
 
 TINYSCALE = Path(sys.executable).parent / "tinyscale"
 
@@ -61,6 +63,20 @@ def test_bad_arguments(tmp_path, args, message):
     make_workbook(tmp_path)
     result = tinyscale(tmp_path, "judge", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1", *args)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_completions_file_judges_that_files_completions(tmp_path):
+    make_workbook(tmp_path)
+    picked = read_jsonl(tmp_path / "data" / "completions" / "fixture.jsonl")[::4]  # 3 of the workbook's 12 completions
+    append_jsonl(tmp_path / "picked.jsonl", picked)
+    with FakeJudgeServer("openai") as server:
+        result = tinyscale(tmp_path, *judge_args("openai", server, "--completions", "picked.jsonl"), keys=["openai"])
+    assert result.returncode == 0, result.stderr
+    assert "judge:gpt-4o-mini: 3 completion(s); judged now 3, from cache 0, without scores 0; 3 request(s)" in result.stdout
+    assert server.requests == 3
+    wanted = {r["completion_id"] for r in picked}
+    assert {r["completion_id"] for r in read_jsonl(tmp_path / "data" / "judge-cache" / "openai_gpt-4o-mini.jsonl")} == wanted
+    assert {e["completion_id"] for e in read_jsonl(tmp_path / "scores" / "judge_gpt-4o-mini.jsonl")} == wanted
 
 
 def test_run_summary_lists_failures_and_cost(tmp_path):

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from judge_support import ALL_KEY_VARIABLES, make_workbook
 from tinyscale.core import read_jsonl
-from tinyscale.judge import Judge, LocalBackend, make_backend
+from tinyscale.judge import Judge
+from tinyscale.judge_backends import LocalBackend, make_backend
 from tinyscale.models import write_fixture_model
 from tinyscale.store import ScoreStore
 

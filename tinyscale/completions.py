@@ -72,12 +72,22 @@ def append_completions(path:str|Path, # a run file, `data/completions/<run>.json
     append_jsonl(path, [c.to_dict() for c in completions])
 
 # %% ../nbs/03_completions.ipynb #674c21b8
-def load_completions(folder:str|Path|None=None, # default `data/completions/`
+def _run_files(paths:str|Path|list|None=None, # a run file, a folder of them, or a list of either (default `data/completions/`)
+             )->list[Path]:
+    "The run files that `paths` names, in order: a file as given, a folder's `*.jsonl` files sorted by name."
+    paths = [completions_dir()] if not paths else [paths] if isinstance(paths, (str, Path)) else paths
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir(): files += sorted(path.glob("*.jsonl"))
+        elif path.is_file(): files.append(path)
+        elif path.suffix == ".jsonl": raise TinyscaleError(f"{path}: no such run file")
+    return files
+
+def load_completions(paths:str|Path|list|None=None, # a run file, a folder of them, or a list of either (default `data/completions/`)
                     )->pd.DataFrame:
-    "All completion records under `folder` as one DataFrame indexed by nothing, one row per `completion_id`."
-    folder = Path(folder) if folder else completions_dir()
+    "All completion records in `paths` as one DataFrame indexed by nothing, one row per `completion_id`."
     rows, first_seen = [], {}
-    for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+    for path in _run_files(paths):
         for line_number, record in enumerate(read_jsonl(path), start=1):
             missing = [f for f in REQUIRED_FIELDS if f not in record]
             if missing:
