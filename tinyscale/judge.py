@@ -16,14 +16,14 @@ import tinyscale
 from .core import TinyscaleError, append_jsonl, canonical_json, data_path, read_jsonl, text_hash, utc_now
 from .rubric import CATEGORIES
 from .completions import completions_dir, load_completions
-from .store import ScoreStore
+from .store import ScoreStore, judge_rater
 from .judge_templates import JudgeTemplate, ParseFailure, _text, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
                                       error_status, estimate_cost, make_backend, retry_after, retry_reason)
 
 # %% auto #0
-__all__ = ['STATUSES', 'OUTPUT_TOKENS_PER_CRITERION', 'judge_cache_dir', 'judgment_key', 'JudgeCache', 'JudgeRequest',
-           'judge_rater', 'JudgeRun', 'DryRun', 'Judge', 'held_scores', 'write_scores', 'add_cli']
+__all__ = ['STATUSES', 'OUTPUT_TOKENS_PER_CRITERION', 'judge_cache_dir', 'judgment_key', 'JudgeCache', 'JudgeRequest', 'JudgeRun',
+           'DryRun', 'Judge', 'held_scores', 'write_scores', 'add_cli']
 
 # %% ../nbs/18_judge.ipynb #d0ad4b80
 STATUSES = ("ok", "parse_failure", "error")
@@ -84,10 +84,6 @@ class JudgeRequest:
     def __repr__(self): return f"JudgeRequest({self.completion['completion_id']} · {self.template.name} · key {self.key})"
 
 OUTPUT_TOKENS_PER_CRITERION = 60 # the dry run's guess at the answer's length: explanation and JSON per criterion
-
-def judge_rater(model:str)->str:
-    "The store's rater name for a judge model: `judge:<model>`."
-    return f"judge:{model}"
 
 # %% ../nbs/18_judge.ipynb #0fbc191e
 @dataclass
