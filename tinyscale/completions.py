@@ -10,11 +10,11 @@ import warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import pandas as pd
-from .core import TinyscaleError, append_jsonl, canonical_json, data_path, read_jsonl, text_hash
+from .core import TinyscaleError, append_jsonl, canonical_json, config_hash, data_path, read_jsonl, text_hash
 
 # %% auto #0
 __all__ = ['COMPLETION_FIELDS', 'REQUIRED_FIELDS', 'completion_id', 'Completion', 'completions_dir', 'append_completions',
-           'load_completions']
+           'example_completion', 'load_completions']
 
 # %% ../nbs/03_completions.ipynb #4aac66b2
 def completion_id(model:str, # model id as given: a Hub id or a local folder name
@@ -70,6 +70,22 @@ def append_completions(path:str|Path, # a run file, `data/completions/<run>.json
                       )->None:
     "Append completion records to a run file in one synced write."
     append_jsonl(path, [c.to_dict() for c in completions])
+
+# %% ../nbs/03_completions.ipynb #1d546e5e
+def example_completion(prompt_id:str="pl-01", # the prompt slot
+                       category:str="Plot", # the prompt's category
+                       prompt:str="Once upon a time, a cat", # the prompt text
+                       completion:str=" sat on the mat.", # the continuation
+                       model:str="fixture/TinyStories-1M", # the model's name as recorded
+                       revision:str="rev0", # the model's revision
+                       config:dict|None=None, # generation settings (default: 5 beams)
+                       **fields, # any other field of `Completion` (`finish_reason`, `ended_with_eos`, `run`, ...)
+                      )->Completion:
+    "A completion record whose identity fields agree with each other, for examples and tests."
+    config = {"num_beams": 5} if config is None else config
+    chash = config_hash(config)
+    return Completion(completion_id(model, revision, text_hash(prompt), chash), prompt_id, category, prompt, completion,
+                      model, revision=revision, prompt_hash=text_hash(prompt), config=config, config_hash=chash, **fields)
 
 # %% ../nbs/03_completions.ipynb #674c21b8
 def _run_files(paths:str|Path|list|None=None, # a run file, a folder of them, or a list of either (default `data/completions/`)
