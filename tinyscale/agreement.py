@@ -15,10 +15,10 @@ import ipywidgets as widgets
 import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
-from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, is_judge, rater_file_name
+from .store import ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
@@ -462,7 +462,8 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
 def _agreement_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     folder = Path(args.store) if args.store else None
-    store = ScoreStore(folder, completions=load_completions(args.completions) if args.completions else None)
+    paths = completion_paths(args)
+    store = ScoreStore(folder, completions=load_completions(paths) if paths else None)
     if not store.folder.exists(): raise TinyscaleError(f"--store {store.folder}: no such folder")
     agreement = compare_raters(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples)
     print(render_agreement(agreement, args.format), end="")
@@ -472,9 +473,7 @@ def add_cli(parser):
     "The `tinyscale agreement` arguments."
     parser.add_argument("--a", required=True, help="the first rater (e.g. your name)")
     parser.add_argument("--b", required=True, help="the second rater (e.g. judge:<model>)")
-    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
-    parser.add_argument("--format", choices=FORMATS, default="md", help="md (for people), csv (the agreement table) or json (everything)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-    parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES, help=f"bootstrap resamples (default {BOOTSTRAP_RESAMPLES})")
+    add_store_options(parser)
+    add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
+                format=dict(help="md (for people), csv (the agreement table) or json (everything); default md"))
     parser.set_defaults(handler=_agreement_command)

@@ -16,7 +16,7 @@ import tinyscale
 from .core import TinyscaleError, append_jsonl, canonical_json, data_path, read_jsonl, text_hash, utc_now
 from .rubric import CATEGORIES
 from .completions import completions_dir, load_completions
-from .store import ScoreStore, judge_rater
+from .store import ScoreStore, add_store_options, completion_paths, judge_rater
 from .judge_templates import JudgeTemplate, ParseFailure, _text, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
                                       error_status, estimate_cost, make_backend, retry_after, retry_reason)
@@ -324,9 +324,7 @@ def _judge_from_args(args)->Judge:
                  rpm=args.rpm, tpm=args.tpm, retry_failed=args.retry_failed, prices=prices)
 
 def _selected_completions(args)->pd.DataFrame:
-    for path in args.completions or [completions_dir()]:
-        if not Path(path).exists(): raise TinyscaleError(f"--completions {path}: no such file or folder")
-    frame = load_completions(args.completions)
+    frame = load_completions(completion_paths(args))
     if args.category:
         unknown = [c for c in args.category if c not in CATEGORIES]
         if unknown: raise TinyscaleError(f"--category {unknown[0]!r}: use one of {', '.join(CATEGORIES)}")
@@ -367,8 +365,7 @@ def add_cli(parser):
     parser.add_argument("--concurrency", type=int, default=4, help="most requests in flight (default 4)")
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute limit")
     parser.add_argument("--tpm", type=int, default=None, help="tokens per minute limit (estimated)")
-    parser.add_argument("--completions", nargs="+", default=None, metavar="PATH", help="run files or folders (default data/completions/)")
-    parser.add_argument("--store", default=None, help="the score store folder (default scores/)")
+    add_store_options(parser)
     parser.add_argument("--limit", type=int, default=None, help="send at most N new judgments")
     parser.add_argument("--dry-run", action="store_true", help="print the prompts, the number of calls and the estimated cost; call nothing")
     parser.add_argument("--category", action="append", default=None, help="judge only this category (repeatable)")

@@ -11,13 +11,14 @@ from collections import defaultdict
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
-from .core import TinyscaleError, append_jsonl, project_root, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, project_root, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, load_rubric
 from .completions import completions_dir, load_completions
 
 # %% auto #0
 __all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'rater_file_name', 'judge_rater', 'is_judge', 'check_source',
-           'event_problem', 'ScoreStore', 'add_store_options', 'store_from_args', 'add_progress_command']
+           'event_problem', 'ScoreStore', 'add_store_options', 'completion_paths', 'store_from_args',
+           'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -352,15 +353,24 @@ def unscored(self:ScoreStore, rater:str)->list[str]:
     return [cid for cid in self.completions.completion_id if cid not in done]
 
 # %% ../nbs/06_store.ipynb #6954739f
-def add_store_options(parser):
-    "Add the `--store` and `--completions` options of every `tinyscale scores` subcommand to `parser`."
-    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
+def add_store_options(parser, writes_completions:bool=False, # `--completions` is the one folder the command writes to
+                     ):
+    "Add the shared `--store` and `--completions` options (`tinyscale.core.CLI_OPTIONS`) to a command's `parser`."
+    written = dict(nargs=None, metavar="DIR", help="the completions folder it writes to (default: data/completions/)")
+    return add_options(parser, "store", "completions", **(dict(completions=written) if writes_completions else {}))
+
+def completion_paths(args)->list[Path]|None:
+    "The run files and folders that `--completions` names (None: the default folder), each checked to exist."
+    if args.completions is None: return None
+    paths = [Path(args.completions)] if isinstance(args.completions, (str, Path)) else [Path(p) for p in args.completions]
+    for path in paths:
+        if not path.exists() and isinstance(args.completions, list): raise TinyscaleError(f"--completions {path}: no such file or folder")
+    return paths
 
 def store_from_args(args)->tuple[ScoreStore, Path]:
-    "The store that `--store` and `--completions` name, and the completions folder."
-    folder = Path(args.completions) if args.completions else completions_dir()
-    return ScoreStore(args.store, completions=load_completions(folder)), folder
+    "The store that `--store` and `--completions` name, and the completions folder a command writes to."
+    folder = Path(args.completions) if isinstance(args.completions, (str, Path)) else completions_dir()
+    return ScoreStore(args.store, completions=load_completions(completion_paths(args))), folder
 
 # %% ../nbs/06_store.ipynb #7ea795f2
 def _progress_command(args)->int:

@@ -302,7 +302,7 @@ def add_cli(parser):
     importer.add_argument("path", help="the wide CSV (ID, category, prompt, completion, model_name, <Category>_<Label>_score...)")
     importer.add_argument("--rater", required=True, help="whose scores these are")
     importer.add_argument("--prompts", default=None, help="prompt set matched by text (default: data/prompts.csv)")
-    add_store_options(importer)
+    add_store_options(importer, writes_completions=True)
     importer.set_defaults(handler=_import_command)
     exporter = actions.add_parser("export", help="write current scores as a wide or long CSV")
     exporter.add_argument("out", help="the CSV to write")
