@@ -317,6 +317,7 @@ def _generate_command(args, single, actions:list)->int:
     ranks = ranks_from_environment()
     nproc = _check_launch(args, ranks)
     if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout:g}: must be more than 0 minutes")
+    if args.dry_run: return single(args)  # one process plans; it writes nothing, so there are no leftovers to merge
     if args.launch: return _launch(args, actions, nproc)
     if ranks.world > 1: return _rank_command(args, ranks)
     merge_leftovers(Path(args.completions) if args.completions else completions_dir())
