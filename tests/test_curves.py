@@ -108,7 +108,7 @@ def test_markdown_states_the_order_of_emergence(capsys, planted):
             "(step 2,000). Grammar comes first, as the TinyStories paper found.") in out
     assert "## Curve of run lr-fast" in out and "## Curve of run lr-slow" in out
     assert "## Released baselines" in out and "| Grammar | 0.50 [0.50, 0.50] n=30 |" in out
-    assert "no manifest" in out and "lr-slow.json" in out  # said plainly: the slower run has no sweep files
+    assert "Run lr-slow has no manifest (" in out and "lr-slow.json" in out  # said plainly: the slower run has no sweep files
 
 
 def test_one_run_and_a_higher_threshold(capsys, planted):
@@ -152,7 +152,7 @@ def test_out_writes_the_report_and_figures(capsys, planted, tmp_path):
     assert names == sorted(["curves.md"] + [f"{s}.{k}" for s in ("capability_curves", "training_panels", "emergence") for k in ("png", "svg")])
     assert (tmp_path/"md"/"capability_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "![emergence](emergence.png)" in (tmp_path/"md"/"curves.md").read_text()
-    assert "tinyscale: note: no manifest" in err
+    assert "tinyscale: note: Run lr-slow has no manifest" in err
     status, _, _ = curves(capsys, planted, "--out", str(tmp_path/"csv"), "--format", "csv", "--x", "tokens", "--x-scale", "linear")
     assert status == 0
     assert (tmp_path/"csv"/"curves.csv").read_text().splitlines()[0] == HEADER
