@@ -816,7 +816,9 @@ def curves_headline(result:Curves)->str:
     text = (f"Scores by **{result.rater}**: {len(training)} criterion scores of {training['completion_id'].nunique()} completions "
             f"from {len(checkpoints)} checkpoints of {len(result.runs)} training run{'s' if len(result.runs) > 1 else ''}: {runs}.")
     released = [short_name(m) for m in dict.fromkeys(result.baselines["run"])]
-    if released: return text + f" Reference lines: {_join(released)}, the released models, scored by the same rater on the same prompt set."
+    if released:
+        return text + (f" Reference lines: {_join(released)}, the released model{'s' if len(released) > 1 else ''}, scored by the same "
+                       f"rater on the same prompt set.")
     return text + " No released TinyStories model has scores by the same rater, so there are no reference lines."
 
 def curves_watch_notes(result:Curves)->list[str]:
