@@ -5,7 +5,8 @@ temporary workbook holding the rubric, the prompts, the paper targets and one ra
 from `tests/fixtures/analysis_wide_scores.csv`. The same post is run again on a workbook with no
 scores, where it must say so instead of failing, and the first post once more with a fake LLM judge's
 scores next to `ada`'s, where it must show the judge's blind agreement exactly as `tinyscale agreement`
-computes it.
+computes it. The post "Capabilities over training" runs on a workbook that also holds a planted sweep (see
+`curves_support`), and once more on the fixture scores alone, where it must say plainly that there is no sweep yet.
 """
 import io, json, os, shutil
 from contextlib import redirect_stdout
@@ -16,6 +17,7 @@ import pytest
 from nbclient import NotebookClient
 
 from agreement_support import add_fake_judge, assert_tables_match
+from curves_support import write_planted_sweep
 from tinyscale.cli import main
 from tinyscale.completions import load_completions
 from tinyscale.rubric import load_rubric
@@ -27,6 +29,7 @@ from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watc
 REPO = Path(__file__).resolve().parents[1]
 POSTS = sorted((REPO/"posts").glob("*/index.ipynb"))
 BASELINES = REPO/"posts"/"2026-11-29-tinystories-baselines"/"index.ipynb"
+CURVES = REPO/"posts"/"2026-12-01-capabilities-over-training"/"index.ipynb"
 JUDGE_SECTION = "## How far can an LLM judge be trusted?"
 SCORES = REPO/"tests"/"fixtures"/"analysis_wide_scores.csv"
 
@@ -57,6 +60,7 @@ def executed(tmp_path_factory):
     runs = {}
     for post in POSTS:
         root = workbook(tmp_path_factory.mktemp("workbook"))
+        if post == CURVES: write_planted_sweep(root, with_baseline=False)  # the fixture's released models are the reference lines
         runs[post] = execute(post, root), root
     return runs
 
@@ -142,3 +146,31 @@ def test_baselines_post_shows_the_judges_blind_agreement(tmp_path):
     judge_cell = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code" for o in c.get("outputs", [])
                       if section in o.get("data", {}).get("text/markdown", ""))
     assert sources.index("## Against the paper") < sources.index(JUDGE_SECTION) < judge_cell < sources.index("## What to watch for")
+
+
+def test_curves_post_shows_the_curves_and_the_order_of_emergence(executed):
+    "The curves post shows its three figures, and its sentences and tables hold the numbers of `tinyscale curves` for the planted sweep."
+    from tinyscale.curves import curves_from_store, curves_headline, curves_watch_notes, emergence_sentence
+    notebook, root = executed[CURVES]
+    result = curves_from_store(root/"scores", [root/"data"/"completions"], root/"sweeps")
+    assert result.runs == ["lr-fast", "lr-slow"]
+    markdown = outputs(notebook, "text/markdown")
+    assert curves_headline(result) in markdown
+    assert "Reference lines: TinyStories-1M, TinyStories-8M and TinyStories-28M" in curves_headline(result)
+    sentences = "\n".join(f"- {emergence_sentence(result.emergence, run)}" for run in result.runs)
+    assert sentences in markdown and "Grammar is the first category whose lower 95% bound passes 0.5 (step 500)" in sentences
+    assert "\n".join(f"- {note}" for note in curves_watch_notes(result)) in markdown
+    html = "\n".join(outputs(notebook, "text/html"))
+    grammar = result.curves[(result.curves.run == "lr-slow") & (result.curves.category == "Grammar") & (result.curves.level == "category")]
+    for row in grammar.itertuples(): assert f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.n}" in html
+    assert "step 500 (4.1M tokens)" in html  # the emergence table: Grammar of lr-fast
+    assert len(outputs(notebook, "image/png")) == 3
+
+
+def test_curves_post_without_a_sweep_says_so(tmp_path):
+    "Scores of the released models but no checkpoint: the post says plainly that there is no sweep yet, and draws nothing."
+    notebook = execute(CURVES, workbook(tmp_path/"no-sweep"))
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    markdown = outputs(notebook, "text/markdown")
+    assert any(text.startswith("**No sweep yet.** none of ada's scores") and "no training axis" in text for text in markdown)
+    assert not outputs(notebook, "image/png") and not outputs(notebook, "text/html")

@@ -22,6 +22,7 @@ COMMANDS = {
     "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
     "agreement": ("tinyscale.agreement",   "agreement between two raters"),
+    "curves":    ("tinyscale.curves",      "capability curves over training, the baselines, the loss and probes, and when each category emerges"),
 }
 
 # %% ../nbs/90_cli.ipynb #6133c1d7
