@@ -83,7 +83,7 @@ def test_run_summary_lists_failures_and_cost(tmp_path):
     make_workbook(tmp_path)
     with FakeJudgeServer("openai", faults=["malformed", "malformed"]) as server:
         result = tinyscale(tmp_path, *judge_args("openai", server, "--category", "Grammar", "--category", "Plot", "--concurrency", "1"), keys=["openai"])
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "1 of 4 judgment(s) failed: 1 parse failure" in result.stderr, result.stderr
     assert "judge:gpt-4o-mini: 4 completion(s); judged now 4, from cache 0, without scores 1; 5 request(s); cost $" in result.stdout
     assert "scores: 13 event(s) written to" in result.stdout  # 1 Grammar (5 criteria) + 2 Plot (4 each) completions scored
     failed = [line for line in result.stdout.splitlines() if line.startswith("failed: ")]
@@ -127,7 +127,7 @@ def test_no_key_in_any_written_file_or_output(tmp_path, api):
     make_workbook(tmp_path)
     with FakeJudgeServer(api, faults=["echo-key", "429", "500", "timeout", "malformed", "malformed"], hang=1.5) as server:
         result = tinyscale(tmp_path, *judge_args(api, server, "--concurrency", "1", "--timeout", "0.5"), keys=APIS)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "2 of 12 judgment(s) failed" in result.stderr, result.stderr
     assert "without scores 2" in result.stdout
     assert files_containing(tmp_path, KEYS.values()) == []
     assert not any(key in result.stdout + result.stderr for key in KEYS.values())

@@ -76,7 +76,7 @@ def test_local_backend_from_the_command_line(workbook):
     env.update(TINYSCALE_ROOT=str(root), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     result = subprocess.run([str(TINYSCALE), "judge", "--backend", "local", "--model", str(folder), "--max-tokens", "6",
                              "--limit", "1", "--no-progress"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "1 of 1 judgment(s) failed: 1 parse failure" in result.stderr, result.stderr
     assert "judge:judge-neo: 6 completion(s); judged now 1, from cache 0, without scores 1; 2 request(s); cost $0.0000" in result.stdout
     records = read_jsonl(root / "data" / "judge-cache" / "local_judge-neo.jsonl")
     assert len(records) == 1 and records[0]["status"] == "parse_failure"

@@ -10,10 +10,10 @@ import json, re, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .core import text_hash
 from .rubric import SCORE_LEVELS
-from .judge_templates import estimated_tokens
+from .judge_templates import _json_values, estimated_tokens
 
 # %% auto #0
-__all__ = ['FAKE_MODEL_VERSION', 'fake_judge_answer', 'FakeJudgeServer']
+__all__ = ['FAKE_MODEL_VERSION', 'fake_judge_answer', 'quoting_answer', 'FakeJudgeServer']
 
 # %% ../nbs/16_fake_judge.ipynb #ddcfa886
 FAKE_MODEL_VERSION = "fake-judge-2026-01"
@@ -24,6 +24,17 @@ def fake_judge_answer(prompt:str)->str:
     body = {label: {"score": SCORE_LEVELS[int(text_hash(prompt + label), 16) % 3], "explanation": f"Criterion {label}, judged offline."}
             for label in labels}
     return "```json\n" + json.dumps(body, indent=1) + "\n```"
+
+def quoting_answer(prompt:str, # the rendered prompt
+                   own:str, # the judge's own answer
+                   before:bool=True, # quote the block before the own answer (else after it)
+                  )->str:
+    "`own` with the first JSON object of `prompt` (an answer injected into the continuation) quoted before or after it."
+    injected = next((v for v in _json_values(prompt) if isinstance(v, dict)), None)
+    if injected is None: return own
+    quote = ("The continuation contains a block that tries to grade itself; it is part of the story, not my answer:\n"
+             "```json\n" + json.dumps(injected) + "\n```")
+    return f"{quote}\n\nMy grading:\n{own}" if before else f"{own}\n\n{quote}"
 
 def _request_text(api:str, body:dict)->str:
     "The conversation text of a request body, for the fake answer and token counts."
@@ -57,9 +68,14 @@ def _wire_error(api:str, status:int, message:str|None=None)->dict:
     if api == "openai": return {"error": {"message": message, "type": name, "code": None}}
     return {"error": {"code": status, "message": message, "status": google}}
 
+def _key_header(headers:dict)->tuple[str, str]:
+    "`(name, value)` of the header that carried the API key, whichever one the SDK used."
+    name = next((n for n in ("x-api-key", "x-goog-api-key", "authorization") if headers.get(n)), "authorization")
+    return name, headers.get(name, "")
+
 def _key_sent(headers:dict)->str:
     "The API key a request carried, whichever header the SDK used."
-    return headers.get("x-api-key") or headers.get("x-goog-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+    return _key_header(headers)[1].removeprefix("Bearer ")
 
 _API_PATHS = {"anthropic": re.compile(r"^/v1/messages$"), "openai": re.compile(r"^/v1/chat/completions$"),
               "gemini": re.compile(r"^/v1(beta)?/models/[^/:]+:generateContent$")}
@@ -68,7 +84,7 @@ _API_PATHS = {"anthropic": re.compile(r"^/v1/messages$"), "openai": re.compile(r
 class FakeJudgeServer:
     "A judge API on 127.0.0.1 speaking the Anthropic, Gemini or OpenAI wire format, for lessons and tests."
     def __init__(self, api:str, # `anthropic`, `gemini` or `openai`
-                 faults:list|None=None, # one per request, in order: an HTTP status, `timeout`, `malformed`, `echo-key`, `ok`
+                 faults:list|None=None, # one per request, in order: an HTTP status, `timeout`, `malformed`, `echo-key`, `echo-key-401`, `quote-before`, `quote-after`, `ok`
                  delay:float=0.0, # seconds each answer takes (to hold requests in flight)
                  hang:float=3.0, # seconds a `timeout` fault waits before answering
                  retry_after:float|None=None, # the `retry-after` header of a 429, in seconds
@@ -113,11 +129,15 @@ class FakeJudgeServer:
             if fault == "timeout": time.sleep(self.hang)
             elif self.delay: time.sleep(self.delay)
             if fault == "echo-key": return 400, {}, _wire_error(self.api, 400, f"request refused for key {_key_sent(headers)}")
+            if fault == "echo-key-401":
+                name, value = _key_header(headers)
+                return 401, {}, _wire_error(self.api, 401, f"Incorrect API key provided: {_key_sent(headers)}. The request carried {name}: {value}")
             if fault.isdigit():
                 extra = {"retry-after": str(self.retry_after)} if fault == "429" and self.retry_after is not None else {}
                 return int(fault), extra, _wire_error(self.api, int(fault))
             prompt = _request_text(self.api, body)
             text = "I read the story and liked it very much." if fault == "malformed" else self.answer(prompt)
+            if fault in ("quote-before", "quote-after"): text = quoting_answer(prompt, text, before=fault == "quote-before")
             return 200, {}, _wire_answer(self.api, text, prompt, self.version)
         finally:
             with self._lock: self.in_flight -= 1

@@ -19,11 +19,12 @@ from .completions import completions_dir, load_completions
 from .store import ScoreStore, add_store_options, completion_paths, judge_rater
 from .judge_templates import JudgeTemplate, ParseFailure, _text, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
-                                      error_status, estimate_cost, make_backend, retry_after, retry_reason)
+                                      checked_number, error_status, estimate_cost, make_backend, retry_after, retry_reason)
 
 # %% auto #0
-__all__ = ['STATUSES', 'OUTPUT_TOKENS_PER_CRITERION', 'judge_cache_dir', 'judgment_key', 'JudgeCache', 'JudgeRequest', 'JudgeRun',
-           'DryRun', 'Judge', 'held_scores', 'write_scores', 'add_cli']
+__all__ = ['STATUSES', 'OUTPUT_TOKENS_PER_CRITERION', 'PARSE_FAILURE', 'judge_cache_dir', 'request_hash', 'judgment_key',
+           'JudgeCache', 'JudgeRequest', 'failure_reason', 'JudgeRun', 'DryRun', 'Judge', 'held_scores', 'write_scores',
+           'add_cli']
 
 # %% ../nbs/18_judge.ipynb #d0ad4b80
 STATUSES = ("ok", "parse_failure", "error")
@@ -32,9 +33,15 @@ def judge_cache_dir()->Path:
     "The default folder of judgment records, `data/judge-cache/`."
     return data_path("judge-cache")
 
-def judgment_key(backend:str, model:str, template_hash:str, completion_id:str, params:dict)->str:
-    "The cache key of one judgment."
-    return text_hash(canonical_json([backend, model, template_hash, completion_id, params]), 24)
+def request_hash(messages:list[dict])->str:
+    "A hash of a request's messages, exactly as they are sent."
+    return text_hash(canonical_json(messages))
+
+def judgment_key(backend:str, model:str, template_hash:str, completion_id:str, params:dict,
+                 request:str, # the `request_hash` of the rendered request
+                )->str:
+    "The cache key of one judgment: who judges, with what settings, and exactly what they are shown."
+    return text_hash(canonical_json([backend, model, template_hash, completion_id, params, request]), 24)
 
 def _file_safe(name:str)->str: return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "_"
 
@@ -58,16 +65,6 @@ class JudgeCache:
     def __repr__(self): return f"JudgeCache({self.path}: {len(self)} judgments)"
 
 # %% ../nbs/18_judge.ipynb #b849d2b6
-def _scrub(value, secrets:list[str]):
-    "`value` with every secret replaced by `***` (strings inside lists and dicts too)."
-    if not secrets: return value
-    if isinstance(value, str):
-        for s in secrets: value = value.replace(s, "***")
-        return value
-    if isinstance(value, list): return [_scrub(v, secrets) for v in value]
-    if isinstance(value, dict): return {k: _scrub(v, secrets) for k, v in value.items()}
-    return value
-
 def _short_error(exc:BaseException)->str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
@@ -81,11 +78,21 @@ class JudgeRequest:
     key: str               # the cache key
     @property
     def messages(self)->list[dict]: return [{"role": "user", "content": self.prompt}]
+    @property
+    def hash(self)->str: return request_hash(self.messages)
     def __repr__(self): return f"JudgeRequest({self.completion['completion_id']} · {self.template.name} · key {self.key})"
 
 OUTPUT_TOKENS_PER_CRITERION = 60 # the dry run's guess at the answer's length: explanation and JSON per criterion
 
 # %% ../nbs/18_judge.ipynb #0fbc191e
+PARSE_FAILURE = "parse failure (the answer could not be read)"
+
+def failure_reason(record:dict)->str:
+    "Why a judgment has no scores, in a few words that group like failures (`connection error`, `server error (500)`, ...)."
+    if record["status"] == "parse_failure": return PARSE_FAILURE
+    if record.get("reason"): return record["reason"]
+    return (record.get("problem") or "error").split(" after ")[0] # records written before reasons were kept
+
 @dataclass
 class JudgeRun:
     rater: str            # the store rater the scores went to
@@ -98,10 +105,16 @@ class JudgeRun:
     events: int           # score events written to the store
     records: list = field(default_factory=list, repr=False) # the judgment record of every completion asked for
     def failures(self)->pd.DataFrame:
-        "One row per judgment without scores: completion, status, problem, raw answers."
+        "One row per judgment without scores: completion, status, reason, problem, raw answers."
         rows = [dict(completion_id=r["completion_id"], prompt_id=r["prompt_id"], model=r["model"], status=r["status"],
-                     problem=r["problem"], answers=r["answers"]) for r in self.records if r["status"] != "ok"]
-        return pd.DataFrame(rows, columns=["completion_id", "prompt_id", "model", "status", "problem", "answers"])
+                     reason=failure_reason(r), problem=r["problem"], answers=r["answers"]) for r in self.records if r["status"] != "ok"]
+        return pd.DataFrame(rows, columns=["completion_id", "prompt_id", "model", "status", "reason", "problem", "answers"])
+    def failure_summary(self)->str:
+        "One line: how many of the judgments (made now or found in the cache) failed, grouped by reason (empty when none did)."
+        if not self.failed: return ""
+        counts = self.failures().reason.value_counts()
+        groups = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return f"{self.failed} of {len(self.records)} judgment(s) failed: " + ", ".join(f"{n} {reason}" for reason, n in groups)
     def __repr__(self):
         cost = "unknown" if self.cost is None else f"${self.cost:.4f}"
         return (f"JudgeRun({self.rater}: {self.requested} completions, {self.called} judged now, {self.cached} cached, "
@@ -163,9 +176,9 @@ def _request_for(self:Judge, completion:dict)->JudgeRequest:
     category = completion["category"]
     if category not in self.templates: raise TinyscaleError(f"completion {completion['completion_id']}: no judge template for category {category!r}")
     template = self.templates[category]
-    prompt = template.render(completion, self.expected.get(completion.get("prompt_id"), ""))
-    key = judgment_key(self.backend.name, self.backend.model, template.hash, completion["completion_id"], self.backend.params)
-    return JudgeRequest(completion, template, prompt, key)
+    request = JudgeRequest(completion, template, template.render(completion, self.expected.get(completion.get("prompt_id"), "")), "")
+    request.key = judgment_key(self.backend.name, self.backend.model, template.hash, completion["completion_id"], self.backend.params, request.hash)
+    return request
 
 @patch
 def _is_done(self:Judge, record:dict|None)->bool:
@@ -176,11 +189,23 @@ def _is_done(self:Judge, record:dict|None)->bool:
 @patch
 def plan(self:Judge, completions:pd.DataFrame, limit:int|None=None)->tuple[list, list]:
     "All requests, and those still to be sent (at most `limit` of them)."
+    if limit is not None: checked_number("--limit", limit, 0, whole=True)
     requests = [self._request_for(c) for c in completions.to_dict("records")]
     todo = [r for r in requests if not self._is_done(self.cache.get(r.key))]
-    return requests, todo if limit is None else todo[:max(0, int(limit))]
+    return requests, todo if limit is None else todo[:int(limit)]
 
 # %% ../nbs/18_judge.ipynb #1f7ec09a
+class _Failed(Exception):
+    "A request that got no answer; `reason` groups it with others, `ours` when the server had no part in it."
+    def __init__(self, reason:str, message:str, ours:bool=False): super().__init__(message); self.reason, self.ours = reason, ours
+
+def _failure(exc:BaseException)->tuple[str, bool]:
+    "`(reason, ours)` for an exception no retry cured: `ours` when it came from our side (no HTTP status, no network fault)."
+    status, reason = error_status(exc), retry_reason(exc)
+    if reason: return reason, False
+    if status is not None: return f"refused ({status})", False
+    return f"client-side error ({type(exc).__name__})", True
+
 @patch
 def _send(self:Judge, messages:list[dict], log:dict)->Reply:
     "One answer from the backend, retrying 429/5xx/timeouts with backoff; raises after the last retry."
@@ -195,10 +220,11 @@ def _send(self:Judge, messages:list[dict], log:dict)->Reply:
             status, reason = error_status(exc), retry_reason(exc)
             if status in FATAL_STATUSES:
                 self._stop.set() # every other call would fail the same way: send nothing more
-                raise _Fatal(f"the {self.backend.name} API refused the request ({status}): {_short_error(exc)}") from None
-            log["retries"].append(reason or _short_error(exc))
+                raise _Fatal(self.backend.scrub(f"the {self.backend.name} API refused the request ({status}): {_short_error(exc)}")) from None
+            log["retries"].append(self.backend.scrub(reason or _short_error(exc)))
             if reason is None or retry == self.retry.max_retries:
-                raise RuntimeError(f"{reason or 'not retryable'} after {retry + 1} request(s): {_short_error(exc)}") from None
+                why, ours = _failure(exc)
+                raise _Failed(why, self.backend.scrub(f"{reason or 'not retryable'} after {retry + 1} request(s): {_short_error(exc)}"), ours) from None
             self._stop.wait(self.retry.delay(retry, retry_after(exc), self._rng)) # an interrupt cuts the wait short
 
 @patch
@@ -207,34 +233,34 @@ def call(self:Judge, request:JudgeRequest)->dict:
     started, completion, template = time.monotonic(), request.completion, request.template
     log = dict(requests=0, retries=[])
     answers, versions, tokens_in, tokens_out, messages = [], [], 0, 0, request.messages
-    status, scores, explanations, problem = "error", {}, {}, None
+    status, scores, explanations, problem, reason, ours = "error", {}, {}, None, None, False
     for attempt in range(self.parse_retries + 1):
         try: reply = self._send(messages, log)
-        except RuntimeError as e: status, problem = "error", str(e); break
+        except _Failed as e: status, problem, reason, ours = "error", str(e), e.reason, e.ours; break
         answers.append(reply.text); versions.append(reply.model_version)
         tokens_in = None if tokens_in is None or reply.input_tokens is None else tokens_in + reply.input_tokens
         tokens_out = None if tokens_out is None or reply.output_tokens is None else tokens_out + reply.output_tokens
-        try: parsed = parse_judgment(reply.text, template.labels)
+        try: parsed = parse_judgment(reply.text, template.labels, shown=request.prompt)
         except ParseFailure as e:
-            status, problem = "parse_failure", str(e)
+            status, problem, reason = "parse_failure", str(e), PARSE_FAILURE
             messages = messages + [{"role": "assistant", "content": reply.text or "(empty)"}, {"role": "user", "content": template.repair_message(str(e))}]
             continue
-        status, problem = "ok", None
+        status, problem, reason = "ok", None, None
         scores, explanations = {k: s for k, (s, _) in parsed.items()}, {k: e for k, (_, e) in parsed.items()}
         break
     answered = bool(answers)
-    record = dict(key=request.key, time=utc_now(), completion_id=completion["completion_id"], prompt_id=_text(completion.get("prompt_id")),
+    record = dict(key=request.key, request_hash=request.hash, time=utc_now(), completion_id=completion["completion_id"], prompt_id=_text(completion.get("prompt_id")),
                   model=_text(completion.get("model")), config_hash=_text(completion.get("config_hash")), category=completion["category"],
                   judge_backend=self.backend.name, judge_model=self.backend.model, judge_version=next((v for v in reversed(versions) if v), ""),
                   api_version=self.backend.api_version, template=template.name, template_hash=template.hash, params=self.backend.params,
-                  status=status, scores=scores, explanations=explanations, answers=answers, problem=problem,
+                  status=status, scores=scores, explanations=explanations, answers=answers, problem=problem, reason=reason,
                   requests=log["requests"], retries=log["retries"],
                   input_tokens=tokens_in if answered else 0, output_tokens=tokens_out if answered else 0,
                   cost_usd=estimate_cost(self.backend.model, tokens_in, tokens_out, self.prices) if answered else 0.0,
                   prices_as_of="free" if self.backend.free else PRICES_AS_OF if self.prices is None else "override",
                   seconds=round(time.monotonic() - started, 3), tinyscale=tinyscale.__version__)
-    record = _scrub(record, self.backend.secrets())
-    self.cache.add(record)
+    record = self.backend.scrub(record)
+    if answered or not ours: self.cache.add(record) # a failure of our own making (a bad argument) before any answer cost nothing and says nothing
     return record
 
 # %% ../nbs/18_judge.ipynb #041a4d36
@@ -311,8 +337,18 @@ def dry_run(self:Judge, completions:pd.DataFrame, limit:int|None=None)->DryRun:
                   estimate_cost(self.backend.model, tokens_in, tokens_out, self.prices))
 
 # %% ../nbs/18_judge.ipynb #934159ba
+def _check_numbers(args)->None:
+    "Refuse a bad number before anything is read, sent or written."
+    checked_number("--timeout", args.timeout, 0, above=True, unit="seconds")
+    if args.max_tokens is not None: checked_number("--max-tokens", args.max_tokens, 1, whole=True)
+    if args.limit is not None: checked_number("--limit", args.limit, 0, whole=True)
+    checked_number("--retries", args.retries, 0, whole=True)
+    checked_number("--backoff", args.backoff, 0, unit="seconds")
+    for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if price is not None: checked_number(flag, price, 0)
+
 def _judge_from_args(args)->Judge:
-    options = {"max_tokens": args.max_tokens} if args.max_tokens else {}
+    options = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}
     if args.backend == "local": options["device"] = args.device
     elif args.device != "auto": raise TinyscaleError(f"--device {args.device}: only the local backend runs a model here")
     backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout, **options)
@@ -336,6 +372,7 @@ def _money(cost)->str: return "unknown (no price for this model; give --price-in
 
 # %% ../nbs/18_judge.ipynb #29d7cc51
 def _judge_command(args)->int:
+    _check_numbers(args)
     completions = _selected_completions(args)
     judge = _judge_from_args(args)
     if args.dry_run:
@@ -354,7 +391,9 @@ def _judge_command(args)->int:
     print(f"scores: {result.events} event(s) written to {store.rater_path(result.rater)}; judgments in {judge.cache.path}")
     for row in result.failures().itertuples():
         print(f"failed: {row.completion_id} ({row.prompt_id}, {row.model}): {row.status}: {row.problem}")
-    if result.failed: print("rerun to retry errors; add --retry-failed to also retry unreadable answers")
+    if result.failed:
+        print("rerun to retry errors; add --retry-failed to also retry unreadable answers")
+        raise TinyscaleError(result.failure_summary()) # exit 1: the scores that came are written, the rest are missing
     return 0
 
 def add_cli(parser):

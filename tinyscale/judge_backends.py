@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/judge_backends.html.md"""
 
 # %% ../nbs/17_judge_backends.ipynb #b1a6f74b
 from __future__ import annotations
-import os, random, re, threading, time
+import math, numbers, os, random, re, threading, time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +14,9 @@ from .core import TinyscaleError
 
 # %% auto #0
 __all__ = ['PRICES_AS_OF', 'PRICES', 'API_KEY_VARIABLES', 'BACKENDS', 'RETRY_STATUSES', 'FATAL_STATUSES', 'price_for',
-           'estimate_cost', 'Reply', 'api_key_from_environment', 'Backend', 'AnthropicBackend', 'OpenAIBackend',
-           'GeminiBackend', 'LocalBackend', 'make_backend', 'error_status', 'retry_reason', 'retry_after',
-           'RetryPolicy', 'RateLimiter']
+           'estimate_cost', 'Reply', 'api_key_from_environment', 'scrub_secrets', 'checked_number', 'Backend',
+           'AnthropicBackend', 'OpenAIBackend', 'GeminiBackend', 'LocalBackend', 'make_backend', 'error_status',
+           'retry_reason', 'retry_after', 'RetryPolicy', 'RateLimiter']
 
 # %% ../nbs/17_judge_backends.ipynb #6feb661d
 PRICES_AS_OF = "2025-11" # when these list prices were copied from the providers' pricing pages; check them before trusting a total
@@ -70,6 +70,47 @@ def _import_sdk(module:str, package:str):
     try: return importlib.import_module(module)
     except ImportError: raise TinyscaleError(f"the {package!r} package is needed for this backend: pip install 'tinyscale[judge]'") from None
 
+# %% ../nbs/17_judge_backends.ipynb #b3c5d7e9
+_CREDENTIAL = re.compile(r"""(?ix)
+    (\b(?:proxy-)?authorization|\bx-api-key|\bx-goog-api-key|\bapi[-_]?key) # a credential's name
+    (['"]?\s*[:=]\s*['"]?)                                                # its separator, quoted or not
+    ((?:bearer|basic|token)\s+)?                                          # an auth scheme
+    [^\s'",;&)}\]]+""")
+_KEY_PARAMETER = re.compile(r"([?&](?:key|api_key|access_token)=)[^&\s'\"]+", re.I)
+
+def scrub_secrets(value, # a string, or lists and dicts of them (a record)
+                  secrets:list[str], # values never to show (API keys)
+                 ):
+    "`value` with every secret and every credential value (auth headers, key parameters) replaced by `***`."
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret: value = value.replace(secret, "***")
+        value = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}***", value)
+        return _KEY_PARAMETER.sub(r"\1***", value)
+    if isinstance(value, (list, tuple)): return type(value)(scrub_secrets(v, secrets) for v in value)
+    if isinstance(value, dict): return {k: scrub_secrets(v, secrets) for k, v in value.items()}
+    return value
+
+# %% ../nbs/17_judge_backends.ipynb #f1a3b5c7
+def _shown(value)->str: return f"{value:g}" if isinstance(value, float) else str(value)
+
+def checked_number(flag:str, # the flag the number comes from, named in the message (`--timeout`)
+                   value, # the number to check
+                   minimum:float=0, # the smallest value allowed
+                   above:bool=False, # the value must be more than `minimum`, not equal to it
+                   unit:str="", # what it counts, for the message (`seconds`)
+                   whole:bool=False, # it must be a whole number
+                  ):
+    "`value` if it is a finite number in range, else a `TinyscaleError` in the words of its flag."
+    unit = f" {unit}" if unit else ""
+    rule = f"must be more than {minimum:g}{unit}" if above else f"must be 0 or more{unit}" if minimum == 0 else f"must be at least {minimum:g}{unit}"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or math.isnan(value): problem = rule
+    elif math.isinf(value): problem = f"must be a finite number{' of' + unit if unit else ''}"
+    elif whole and value != int(value): problem = "must be a whole number"
+    elif value < minimum or (above and value == minimum): problem = rule
+    else: return value
+    raise TinyscaleError(f"{flag} {_shown(value)}: {problem}")
+
 # %% ../nbs/17_judge_backends.ipynb #beb138ff
 class Backend:
     "One judge model behind one API. Subclasses implement `_connect` and `complete`."
@@ -81,6 +122,7 @@ class Backend:
                  max_tokens:int=2048, # the answer's token limit
                 ):
         if not model or not str(model).strip(): raise TinyscaleError(f"--model: give the {self.name} model id")
+        checked_number("--timeout", timeout, 0, above=True, unit="seconds"); checked_number("--max-tokens", max_tokens, 1, whole=True)
         self.model, self.base_url, self.timeout, self.max_tokens = str(model).strip(), base_url, float(timeout), int(max_tokens)
         self._client, self._secret, self._lock = None, None, threading.Lock()
     @property
@@ -99,6 +141,9 @@ class Backend:
     def secrets(self)->list[str]:
         "Values that must never be written anywhere (the API key)."
         return [self._secret] if self._secret and len(self._secret) >= 8 else []
+    def scrub(self, value):
+        "`value` (a message, a record) without this backend's key or any credential (see `scrub_secrets`)."
+        return scrub_secrets(value, self.secrets())
     def __repr__(self): return f"{type(self).__name__}(model={self.model!r}" + (f", base_url={self.base_url!r}" if self.base_url else "") + ")"
 
 # %% ../nbs/17_judge_backends.ipynb #2e3cbb9f
@@ -265,6 +310,10 @@ class RetryPolicy:
     base_delay: float = 1.0   # seconds before the first retry; doubles each time
     max_delay: float = 60.0   # the longest single wait
     jitter: float = 0.5       # the share of each wait drawn at random
+    def __post_init__(self):
+        checked_number("--retries", self.max_retries, 0, whole=True)
+        checked_number("--backoff", self.base_delay, 0, unit="seconds"); checked_number("max_delay", self.max_delay, 0, unit="seconds")
+        if not 0 <= checked_number("jitter", self.jitter) <= 1: raise TinyscaleError(f"jitter {_shown(self.jitter)}: must be between 0 and 1")
     def delay(self, retry:int, # 0 for the first retry
               server_wait:float|None=None, # `Retry-After`, if the server sent one
               rng=random)->float:

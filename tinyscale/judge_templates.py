@@ -13,9 +13,10 @@ from .core import TinyscaleError, canonical_json, data_path, text_hash
 from .rubric import SCORE_LEVELS, Rubric, load_rubric
 
 # %% auto #0
-__all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'REPAIR_PLACEHOLDERS', 'judge_dir', 'template_slug',
-           'fill_placeholders', 'judge_text', 'ending_note', 'JudgeTemplate', 'answer_format', 'template_versions',
-           'load_templates', 'estimated_tokens', 'ParseFailure', 'parse_judgment']
+__all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'REPAIR_PLACEHOLDERS', 'UNFENCED_VERSIONS', 'judge_dir',
+           'template_slug', 'fill_placeholders', 'fences', 'escape_fenced', 'judge_text', 'ending_note',
+           'JudgeTemplate', 'answer_format', 'template_versions', 'load_templates', 'estimated_tokens', 'ParseFailure',
+           'parse_judgment']
 
 # %% ../nbs/13_judge_templates.ipynb #ac9bc76e
 END_OF_TEXT = "<|endoftext|>"
@@ -39,6 +40,19 @@ def fill_placeholders(text:str, values:dict, path="template")->str:
         if name not in values: raise TinyscaleError(f"{path}: unknown placeholder {{{{{name}}}}} (known: {', '.join(values)})")
         return str(values[name])
     return _PLACEHOLDER.sub(replace, text)
+
+# %% ../nbs/13_judge_templates.ipynb #a8e2d4b1
+_FENCED = re.compile(r"<([a-z_]+)>\s*\{\{\s*([A-Za-z_]+)\s*\}\}\s*</\1>")
+UNFENCED_VERSIONS = (1,) # template sets from before model text was fenced: loadable, so their scores can be reproduced
+
+def fences(text:str)->dict[str, str]:
+    "`{placeholder: tag}` for every placeholder that a template puts alone between `<tag>` and `</tag>`."
+    return {m.group(2): m.group(1) for m in _FENCED.finditer(text)}
+
+def escape_fenced(value:str, tags:list[str])->str:
+    "`value` with every opening or closing tag named in `tags` written with `&lt;`, so it can neither close its fence nor open one."
+    if not tags: return value
+    return re.sub(r"<(?=\s*/?\s*(?:" + "|".join(map(re.escape, tags)) + r")\b)", "&lt;", value, flags=re.I)
 
 # %% ../nbs/13_judge_templates.ipynb #ed9862c5
 def _text(value)->str: return value if isinstance(value, str) else ""
@@ -73,6 +87,8 @@ class JudgeTemplate:
     @property
     def labels(self)->list[str]: return [c.label for c in self.criteria]
     @property
+    def fences(self)->dict[str, str]: return fences(self.text)
+    @property
     def hash(self)->str:
         "A hash of everything the judge is told except the completion: template, criteria and repair message."
         return text_hash(canonical_json([self.text, [[c.label, c.text] for c in self.criteria], self.repair]))
@@ -85,6 +101,8 @@ class JudgeTemplate:
         "The prompt sent to the judge for one completion."
         values = dict(prompt=completion["prompt"].strip(), completion=judge_text(completion), ending=ending_note(completion),
                       expected=expected.strip() or "(none given)", **self._common())
+        tags = list(dict.fromkeys(self.fences.values()))
+        values.update({name: escape_fenced(values[name], tags) for name in self.fences if name in values})
         return re.sub(r"\n{3,}", "\n\n", fill_placeholders(self.text, values, self.path or self.name)).strip() + "\n"
     def repair_message(self, problem:str)->str:
         "The follow-up message asking again after an unreadable answer."
@@ -103,6 +121,11 @@ def _check_placeholders(text:str, path, known, required)->None:
         raise TinyscaleError(f"{path}: unknown placeholder(s) {', '.join('{{'+u+'}}' for u in unknown)} (known: {', '.join(known)})")
     if missing := [p for p in required if p not in used]:
         raise TinyscaleError(f"{path}: missing placeholder(s) {', '.join('{{'+m+'}}' for m in missing)}")
+
+def _check_fenced(text:str, path, version:int)->None:
+    if version not in UNFENCED_VERSIONS and "completion" not in fences(text):
+        raise TinyscaleError(f"{path}: {{{{completion}}}} must stand alone between a tag pair such as <continuation> and </continuation> "
+                             "(model text is fenced as data from template version 2 on)")
 
 def template_versions(folder:str|Path|None=None)->list[int]:
     "The template set versions present in `folder` (those with a repair message)."
@@ -129,6 +152,7 @@ def load_templates(version:int|None=None, # the template set version (default: t
         if not path.exists(): raise TinyscaleError(f"{path}: template file not found (every category needs one per version)")
         text = path.read_text(encoding="utf-8")
         _check_placeholders(text, path, PLACEHOLDERS, REQUIRED_PLACEHOLDERS)
+        _check_fenced(text, path, version)
         templates[category] = JudgeTemplate(category, version, text, tuple(rubric.for_category(category)), repair, str(path))
     return templates
 
@@ -149,15 +173,28 @@ def _label_of(key)->str:
     key = re.sub(r"^\s*(criterion|label)\s*", "", str(key), flags=re.I)
     return key.strip().strip("*:()[]").upper()
 
-def _json_candidates(text:str)->list:
-    "JSON values found in `text`: fenced blocks first, then the widest `{...}` span."
-    spans = re.findall(r"```(?:json|JSON)?\s*(.*?)```", text, flags=re.S)
-    if "{" in text and "}" in text: spans.append(text[text.index("{"):text.rindex("}") + 1])
-    found = []
-    for span in spans:
-        for attempt in (span, re.sub(r",\s*([}\]])", r"\1", span)):
-            try: found.append(json.loads(attempt)); break
-            except ValueError: continue
+_DECODER = json.JSONDecoder()
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+def _json_at(text:str, start:int)->tuple:
+    "`(value, end)` of the JSON object or list that starts at `start` (a trailing comma forgiven), or `(None, start)`."
+    try: return _DECODER.raw_decode(text, start)
+    except ValueError: pass
+    if not _TRAILING_COMMA.search(text, start): return None, start
+    closer = "}" if text[start] == "{" else "]"
+    end = text.find(closer, start)
+    while end != -1:
+        try: return json.loads(_TRAILING_COMMA.sub(r"\1", text[start:end + 1])), end + 1
+        except ValueError: end = text.find(closer, end + 1)
+    return None, start
+
+def _json_values(text:str)->list:
+    "Every top-level JSON object or list in `text`, in the order they occur (fenced or not)."
+    found, position = [], 0
+    while (match := re.compile(r"[{\[]").search(text, position)):
+        value, end = _json_at(text, match.start())
+        if value is None: position = match.start() + 1
+        else: found.append(value); position = end
     return found
 
 def _entries_from_json(value)->dict|None:
@@ -189,11 +226,11 @@ _TAGGED = re.compile(r"<(?:criterion\s+(?:label|id|name)\s*=\s*\"?(?P<label>[A-Z
 _LINE = re.compile(r"^[\s*#>-]*(?i:criterion\s+)?(?P<label>[A-Z])\b[\s*:).\]-]*(?:score\s*[:=]?\s*)?(?P<score>\d+(?:\.\d+)?|\.\d+)\b(?:\s*/\s*1\b)?[\s*.,;:)\-–—]*(?P<explanation>.*)$", re.M)
 
 def _entries_from_text(text:str)->dict:
-    "`{label: (score, explanation)}` from tagged text (`<A score=\"1\">...</A>`) or lines (`A: 1 - ...`)."
+    "`{label: (score, explanation)}` from tagged text (`<A score=\"1\">...</A>`) or lines (`A: 1 - ...`), the last of each label."
     entries = {}
-    for m in _TAGGED.finditer(text): entries.setdefault((m.group("label") or m.group("tag")).upper(), {"score": m.group("score"), "explanation": m.group("explanation")})
+    for m in _TAGGED.finditer(text): entries[(m.group("label") or m.group("tag")).upper()] = {"score": m.group("score"), "explanation": m.group("explanation")}
     if entries: return entries
-    for m in _LINE.finditer(text): entries.setdefault(m.group("label").upper(), {"score": m.group("score"), "explanation": m.group("explanation")})
+    for m in _LINE.finditer(text): entries[m.group("label").upper()] = {"score": m.group("score"), "explanation": m.group("explanation")}
     return entries
 
 def _as_level(score, label:str)->float:
@@ -204,16 +241,26 @@ def _as_level(score, label:str)->float:
     return number
 
 # %% ../nbs/13_judge_templates.ipynb #4e958cc0
+def _unshown_lines(text:str, shown:str)->str:
+    "`text` without the lines that also occur in `shown` (a score line copied from the graded text is not the judge's)."
+    seen = {line.strip() for line in shown.splitlines() if line.strip()}
+    return "\n".join(line for line in text.splitlines() if line.strip() not in seen)
+
 def parse_judgment(text:str, # the judge's raw answer
                    labels:list[str], # the criterion labels it must score
+                   shown:str="", # the prompt the judge was shown: a JSON object or score line copied from it is not an answer
                   )->dict[str, tuple[float, str]]:
-    "`{label: (score, explanation)}` for every label, or a `ParseFailure` saying what is missing or invalid."
+    "`{label: (score, explanation)}` for every label from the judge's own final answer, or a `ParseFailure` saying what is missing or invalid."
     if not isinstance(text, str) or not text.strip(): raise ParseFailure("the answer is empty")
-    entries = None
-    for value in _json_candidates(text):
-        found = _entries_from_json(value)
-        if found and any(label in found for label in labels): entries = found; break
-    if entries is None: entries = _entries_from_text(text)
+    copied = {canonical_json(v) for v in _json_values(shown)} if shown else set()
+    found = [(canonical_json(v) in copied, entries) for v in _json_values(text) if (entries := _entries_from_json(v))]
+    own = [entries for is_copy, entries in found if not is_copy]
+    complete = [e for e in own if all(label in e for label in labels)]
+    partial = [e for e in own if any(label in e for label in labels)]
+    entries = complete[-1] if complete else partial[-1] if partial else None
+    if entries is None and any(is_copy and all(label in e for label in labels) for is_copy, e in found):
+        raise ParseFailure("the only complete answer is a JSON object copied from the text being graded")
+    if entries is None: entries = _entries_from_text(_unshown_lines(text, shown) if shown else text)
     if not entries: raise ParseFailure("no JSON object and no `A: score` lines found")
     parsed = {}
     for label in labels:
