@@ -18,7 +18,7 @@ import tinyscale
 from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name
+from .store import ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
@@ -43,7 +43,9 @@ def paired_scores(scores:pd.DataFrame, # tidy current scores of any raters (`Sco
     "One row per (completion, criterion) scored by both `a` and `b`: both scores and notes, in the scores' order."
     if a == b: raise TinyscaleError(f"--a and --b are both {a!r}: compare two different raters")
     for name in (a, b):
-        if not (scores["rater"] == name).any(): raise TinyscaleError(f"rater {name!r} has no scores (raters: {_known_raters(scores)})")
+        if not (scores["rater"] == name).any():
+            hint = rater_hint(name, list(scores["rater"].unique()))
+            raise TinyscaleError(f"rater {name!r} has no scores (raters: {_known_raters(scores)}){hint}")
     key = ["completion_id", "criterion"]
     extra = [c for c in ("prompt", "completion", "params") if c in scores.columns]
     first = scores[scores["rater"] == a][key + ["prompt_id", "category", "model", "score", "note"] + extra]
@@ -255,6 +257,9 @@ class Review:
     def item(self)->dict:
         "The pair shown: completion, criterion (with its text), both scores and notes, and any earlier mark."
         row = self.queue.iloc[self.position].to_dict()
+        for side, rater in (("note_a", self.human), ("note_b", self.judge)):  # the score's own note, then the note on the completion
+            notes = [n for n in (row[side], self.store.notes(rater).get(row["completion_id"])) if isinstance(n, str) and n]
+            row[side] = "\n".join(dict.fromkeys(notes)) or None
         row["criterion_text"] = self.rubric.get(row["category"], row["criterion"]).text
         marks = self.reviews()
         mark = marks[(marks.completion_id == row["completion_id"]) & (marks.criterion == row["criterion"])]

@@ -51,6 +51,7 @@ class Completion:
     versions: dict = field(default_factory=dict) # library versions (torch, transformers, tinyscale)
     run: str = ""        # the run file it was written to
     created: str = ""    # UTC time written
+    import_id: str = ""  # the `ID` cell of the wide CSV row it was imported from (imports only)
     def to_dict(self)->dict: return asdict(self)
     def __repr__(self):
         text = self.completion if len(self.completion) < 60 else self.completion[:57] + "..."

@@ -18,9 +18,9 @@ from .completions import load_completions
 from .store import ScoreStore
 
 # %% auto #0
-__all__ = ['ORDERS', 'PANEL_KEYS', 'LEVEL_MEANINGS', 'RATER_FILE', 'scoring_order', 'text_html', 'story_html', 'flags_html',
-           'item_html', 'KeyboardArea', 'ScorePanel', 'widget_texts', 'rater_file', 'remembered_rater',
-           'remember_rater', 'ScoringSession']
+__all__ = ['ORDERS', 'PANEL_KEYS', 'LEVEL_MEANINGS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'text_html', 'story_html',
+           'flags_html', 'item_html', 'KeyboardArea', 'ScorePanel', 'widget_texts', 'rater_file', 'remembered_rater',
+           'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
 
 # %% ../nbs/07_panel.ipynb #dd865e85
 ORDERS = ("interleaved", "sequential")
@@ -373,9 +373,10 @@ def refresh(self:ScorePanel):
     item, criteria, scores = self.item, self.criteria, self.scores()
     done = sum(c.label in scores for c in criteria)
     state = "✓ fully scored" if done == len(criteria) else f"{done} of {len(criteria)} criteria scored"
-    model = "" if self.blind else f" · model <b>{html.escape(str(item.model))}</b>"
+    # Blind, the item number is the only name shown: a prompt id can encode the model or a file row (`import-<ID>`).
+    source = "" if self.blind else f" · prompt {html.escape(item.prompt_id)} · model <b>{html.escape(str(item.model))}</b>"
     self.header.value = (f'<div style="font-size:14px; line-height:1.6"><b>Item {self.position + 1} of {len(self.order)}</b> · '
-                         f'<b>{html.escape(item.category)}</b> · prompt {html.escape(item.prompt_id)}{model} · '
+                         f'<b>{html.escape(item.category)}</b>{source} · '
                          f'<span style="color:#6b7280; margin-right:10px">{state}</span>'
                          f'{flags_html(item.get("ended_with_eos"), item.get("new_story"))}</div>')
     self.story.value = f'<div class="tinyscale-story" style="{_STORY_STYLE}">{story_html(item.prompt, item.completion)}</div>'
@@ -577,3 +578,64 @@ class ScoringSession:
         return self.panel
 
     def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/07_panel.ipynb #afff55ad
+TODO_ORDERS = ("panel", "prompt")
+
+def _prompt_start(prompt, width:int=50)->str:
+    "A prompt on one line, cut to `width` characters."
+    text = " ".join(str(prompt).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+def todo_items(store:ScoreStore, # the store; its completions table holds the panel's items
+               rater:str, # whose scores
+               order:str="panel", # `panel`: the scoring notebook's blind order; `prompt`: by category and prompt
+               seed:int=0, # the panel's seed (the scoring notebook's is 0)
+              )->pd.DataFrame:
+    "The completions `rater` has not fully scored: item number in the panel, category, criteria left, prompt start, id."
+    if order not in TODO_ORDERS: raise TinyscaleError(f"order {order!r}: use one of {', '.join(TODO_ORDERS)}")
+    table = store.completions.drop_duplicates("completion_id").set_index("completion_id", drop=False)
+    panel_order, left = scoring_order(table, "interleaved", seed), set(store.unscored(rater))
+    current = store.current(rater)
+    done = current.groupby("completion_id").criterion.apply(set).to_dict() if len(current) else {}
+    rows = []
+    for item, cid in enumerate(panel_order, start=1):
+        if cid not in left: continue
+        category, prompt = table.at[cid, "category"], table.at[cid, "prompt"]
+        labels = [c.label for c in store.rubric.for_category(category)]
+        rows.append(dict(item=item, category=category, criteria_left=sum(l not in done.get(cid, ()) for l in labels),
+                         criteria=len(labels), prompt=_prompt_start(prompt), completion_id=cid, _prompt=str(prompt)))
+    frame = pd.DataFrame(rows, columns=["item", "category", "criteria_left", "criteria", "prompt", "completion_id", "_prompt"])
+    if order == "prompt":
+        rank = {c: i for i, c in enumerate(CATEGORIES)}
+        frame = (frame.assign(_rank=frame.category.map(lambda c: rank.get(c, len(rank))))
+                      .sort_values(["_rank", "category", "_prompt", "item"], kind="stable").drop(columns="_rank"))
+    return frame.drop(columns="_prompt").reset_index(drop=True)
+
+# %% ../nbs/07_panel.ipynb #d08f7a4e
+def _counts(items:pd.DataFrame, table:pd.DataFrame, by:list[str])->pd.DataFrame:
+    "Completions left and in all per `by` (category, or category and prompt text), categories in rubric order."
+    table = table.drop_duplicates("completion_id")[["completion_id", "category", "prompt"]].astype({"prompt": str})
+    table = table.assign(left=table.completion_id.isin(set(items.completion_id)))
+    counts = table.groupby(by).left.agg(left="sum", total="size").reset_index().astype({"left": int})
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    counts = counts.assign(_rank=counts.category.map(lambda c: rank.get(c, len(rank)))).sort_values(["_rank", *by], kind="stable")
+    if "prompt" in by: counts["prompt"] = counts.prompt.map(_prompt_start)
+    return counts[[*by, "left", "total"]]
+
+def todo_text(store:ScoreStore, rater:str, order:str="panel", seed:int=0,
+              ids:bool=False, # list the items (else counts only)
+             )->str:
+    "What `rater` has left to score, in words that name no model: counts, or with `ids` the items and their panel numbers."
+    items, total = todo_items(store, rater, order, seed), store.completions.completion_id.nunique()
+    if not len(items): return f"{rater}: all {total} completion(s) are fully scored.\n"
+    how = (f"in the panel's blind order (interleaved, seed {seed}); 'item' is the item number to type in the panel's item box"
+           if order == "panel" else "by prompt (categories in rubric order, then prompts; a prompt's completions in item order)")
+    head = f"{rater}: {len(items)} of {total} completion(s) left to score (not fully scored)"
+    if ids:
+        shown = items.assign(criteria_left=[f"{n} of {of}" for n, of in zip(items.criteria_left, items.criteria)]).drop(columns="criteria")
+        return f"{head}, {how}:\n{shown.to_string(index=False)}\n"
+    by = ["category"] if order == "panel" else ["category", "prompt"]
+    hint = ("The scoring notebook's 'next unscored »' button (key n) goes to each in turn; --ids lists them with their item numbers"
+            + ("" if order == "prompt" else ", --order prompt counts them per prompt") + ".")
+    return f"{head}, per {' and '.join(by)}, no models named:\n{_counts(items, store.completions, by).to_string(index=False)}\n{hint}\n"

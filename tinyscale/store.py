@@ -17,7 +17,7 @@ from .completions import completions_dir, load_completions
 
 # %% auto #0
 __all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'rater_file_name', 'judge_rater', 'is_judge', 'check_source',
-           'event_problem', 'ScoreStore', 'add_store_options', 'completion_paths', 'store_from_args',
+           'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options', 'completion_paths', 'store_from_args',
            'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
@@ -309,10 +309,10 @@ def scores_for(self:ScoreStore, completion_id:str, rater:str)->dict:
 
 @patch
 def notes(self:ScoreStore, rater:str)->dict:
-    "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out)."
+    "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out; a score's own note is not one)."
     latest = {}
     for e in self._events(rater):
-        if e["note"] is not None: latest[e["completion_id"]] = e["note"]
+        if e["criterion"] == "" and e["note"] is not None: latest[e["completion_id"]] = e["note"]
     return {cid: note for cid, note in latest.items() if note}
 
 @patch
@@ -352,6 +352,22 @@ def unscored(self:ScoreStore, rater:str)->list[str]:
     done = self._fully_scored(rater)
     return [cid for cid in self.completions.completion_id if cid not in done]
 
+# %% ../nbs/06_store.ipynb #019e3384
+def rater_hint(rater:str, # a name that is not one of `raters`
+               raters:list[str], # the raters of a store
+              )->str:
+    "`\"; did you mean 'Ux Tester'? ...\"` when `rater` is the file name of one of `raters`, else `\"\"`."
+    meant = [r for r in raters if r != rater and rater in (rater_file_name(r), rater_file_name(r).removesuffix(".jsonl"))]
+    return f"; did you mean {meant[0]!r}? ({rater} is the name of that rater's file)" if meant else ""
+
+@patch
+def check_rater(self:ScoreStore, rater:str)->str:
+    "`rater` (stripped) if it has events in this store, else a `TinyscaleError` naming the store's raters."
+    rater, raters = _check_rater(rater), self.raters()
+    if rater in raters: return rater
+    known = f"raters: {', '.join(raters)}" if raters else "no rater has scored yet"
+    raise TinyscaleError(f"rater {rater!r} has no scores in {self.folder} ({known}){rater_hint(rater, raters)}")
+
 # %% ../nbs/06_store.ipynb #6954739f
 def add_store_options(parser, writes_completions:bool=False, # `--completions` is the one folder the command writes to
                      ):
@@ -375,7 +391,7 @@ def store_from_args(args)->tuple[ScoreStore, Path]:
 # %% ../nbs/06_store.ipynb #7ea795f2
 def _progress_command(args)->int:
     store, _ = store_from_args(args)
-    raters = [args.rater] if args.rater else store.raters()
+    raters = [store.check_rater(args.rater)] if args.rater else store.raters()
     if not raters: print(f"no scores yet in {store.folder}; {len(store.completions)} completion(s) to score")
     for rater in raters:
         table = store.progress(rater)
