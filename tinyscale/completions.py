@@ -51,6 +51,10 @@ class Completion:
     versions: dict = field(default_factory=dict) # library versions (torch, transformers, tinyscale)
     run: str = ""        # the run file it was written to
     created: str = ""    # UTC time written
+    training_run: str|None = None  # the training run of a checkpoint's completion (`tinyscale sweep`), else None
+    checkpoint: str|None = None    # the checkpoint's folder or Hub revision, e.g. `checkpoint-500`
+    step: int|None = None          # the checkpoint's training step
+    tokens: int|None = None        # training tokens seen by that step, where known
     def to_dict(self)->dict: return asdict(self)
     def __repr__(self):
         text = self.completion if len(self.completion) < 60 else self.completion[:57] + "..."
