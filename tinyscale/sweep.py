@@ -194,14 +194,15 @@ def generate_checkpoint(item:SweepItem, plan:SweepPlan, path:Path|None=None, # t
     return CheckpointResult(item.checkpoint.model, item.checkpoint.step, item.weights_hash, result.written, result.cached,
                             result.new_tokens, result.seconds, load_seconds)
 
-# %% ../nbs/20_sweep.ipynb #f3b5d121
+# %% ../nbs/20_sweep.ipynb #9065ce8d
 def _progress(total:int, enabled:bool):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="completion", disable=not enabled or total == 0, dynamic_ncols=True)
 
-def checkpoint_completions(plan:SweepPlan, item:SweepItem)->pd.DataFrame:
+def checkpoint_completions(plan:SweepPlan, item:SweepItem, table:pd.DataFrame|None=None, # `load_completions(plan.out)`, if read already
+                          )->pd.DataFrame:
     "The completions of one checkpoint under the plan's settings, as `load_completions` gives them."
-    table = load_completions(plan.out)
+    table = load_completions(plan.out) if table is None else table
     return table[table.completion_id.isin(set(item.ids))].reset_index(drop=True)
 
 def run_sweep(plan:SweepPlan, folder:str|Path|None=None, # the manifests' folder (default `sweeps/`)
@@ -214,6 +215,7 @@ def run_sweep(plan:SweepPlan, folder:str|Path|None=None, # the manifests' folder
     with _progress(plan.owed, progress) as bar:
         tell = bar.write if progress and plan.owed else say
         for sweep in plan.runs:
+            for note in sweep.run.skipped: tell(f"{sweep.run.name}: skipped {note}")
             write_manifest(folder, sweep, plan.done)
             for item in sweep.items:
                 result = generate_checkpoint(item, plan, sweep.path, bar)
