@@ -62,3 +62,11 @@ def fixture_models(tmp_path_factory):
     from tinyscale.models import write_fixture_models
     folder, = write_fixture_models(tmp_path_factory.mktemp("models"), sizes=("1M",))
     return folder
+
+
+@pytest.fixture(scope="session")
+def fixture_run(tmp_path_factory):
+    """A real short training run in the Trainer's layout (a tiny Llama, 120 steps, `checkpoint-30` to `checkpoint-120`;
+    see `tinyscale.runs.write_fixture_run`), trained once per session; treat as read-only (copy it to change it)."""
+    from tinyscale.runs import write_fixture_run
+    return write_fixture_run(tmp_path_factory.mktemp("training")/"fixture-run", steps=120, save_every=30)

@@ -52,6 +52,10 @@ class Completion:
     run: str = ""        # the run file it was written to
     created: str = ""    # UTC time written
     import_id: str = ""  # the `ID` cell of the wide CSV row it was imported from (imports only)
+    training_run: str|None = None  # the training run of a checkpoint's completion (`tinyscale sweep`), else None
+    checkpoint: str|None = None    # the checkpoint's folder or Hub revision, e.g. `checkpoint-500`
+    step: int|None = None          # the checkpoint's training step
+    tokens: int|None = None        # training tokens seen by that step, where known
     def to_dict(self)->dict: return asdict(self)
     def __repr__(self):
         text = self.completion if len(self.completion) < 60 else self.completion[:57] + "..."

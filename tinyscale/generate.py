@@ -22,11 +22,11 @@ from .completions import Completion, append_completions, completion_id, completi
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
-           'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
-           'starts_new_story', 'completion_flags', 'existing_completion_ids', 'read_generation_prompts', 'ModelRun',
-           'GenerationSettings', 'generate_model', 'prepare_generation', 'generate', 'ModelPlan', 'plan_generation',
-           'add_cli']
+           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'check_preset', 'completion_config', 'form_batches',
+           'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving',
+           'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
+           'read_generation_prompts', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation',
+           'generate', 'ModelPlan', 'plan_generation', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -230,6 +230,19 @@ def completion_flags(ids:list[int], # new token ids, padding trimmed
     return dict(ended_with_eos=ended, finish_reason="eos" if ids and ids[-1] == eos_token_id else "length",
                 new_story=bool(text_after_eos or starts_new_story(prompt, completion)))
 
+# %% ../nbs/05_generate.ipynb #ba3f8908
+SENTENCEPIECE_SPACE = "▁"  # how SentencePiece vocabularies write a word's leading space
+
+def decode_continuation(tokenizer, ids:list[int], # new token ids
+                        skip_special_tokens:bool=True)->str:
+    "Decode `ids` as text that follows a prompt: a first token's leading space is kept even where the decoder strips it."
+    text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+    special = set(tokenizer.all_special_ids) if skip_special_tokens else set()
+    first = next((i for i in ids if i not in special), None)
+    token = tokenizer.convert_ids_to_tokens(first) if first is not None else None
+    if isinstance(token, str) and token.startswith(SENTENCEPIECE_SPACE) and not text.startswith(" "): text = " " + text
+    return text
+
 # %% ../nbs/05_generate.ipynb #18936065
 def existing_completion_ids(folder:str|Path)->set[str]:
     "Ids of the completions in the run files (`*.jsonl`) directly in `folder`."
@@ -308,18 +321,20 @@ class GenerationSettings:
         return cls(args.preset, args.batch_size, args.device, args.dtype, args.max_new_tokens)
 
 # %% ../nbs/05_generate.ipynb #a3a77add
-def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict)->Completion:
+def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict,
+                extra:dict|None=None)->Completion:
     tokenizer = loaded.tokenizer
     ids = trim_padding(ids, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
+    text = decode_continuation(tokenizer, ids)
     chash = config_hash(config)
     return Completion(
         completion_id=completion_id(loaded.name, loaded.revision, text_hash(prompt.prompt), chash),
         prompt_id=prompt.id, category=prompt.category, prompt=prompt.prompt, completion=text, model=loaded.name,
         revision=loaded.revision, prompt_hash=text_hash(prompt.prompt), prompt_set_hash=set_hash, config=config,
-        config_hash=chash, completion_raw=tokenizer.decode(ids, skip_special_tokens=False), new_tokens=len(ids),
+        config_hash=chash, completion_raw=decode_continuation(tokenizer, ids, skip_special_tokens=False), new_tokens=len(ids),
         **completion_flags(ids, tokenizer.eos_token_id, prompt.prompt, text), params=loaded.params,
-        seconds=round(seconds, 4), device=loaded.device, dtype=loaded.dtype, versions=versions, run=run, created=utc_now())
+        seconds=round(seconds, 4), device=loaded.device, dtype=loaded.dtype, versions=versions, run=run, created=utc_now(),
+        **(extra or {}))
 
 # %% ../nbs/05_generate.ipynb #aef7beed
 def _plan(model, prompts:list[Prompt], done:set[str], settings:GenerationSettings):
@@ -342,8 +357,11 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
                    bar=None, # a tqdm bar to advance, if any
                    take=None, # picks the batches to run among those with a missing prompt (default: all of them)
                    run:str|None=None, # run name recorded in each completion (default: the stem of `path`)
+                   extra:dict|None=None, # more fields recorded in each completion (e.g. a checkpoint's `training_run`, `step`)
                   )->ModelRun:
     "Generate the missing completions of one model, appending each batch to `path`."
+    unknown = sorted(set(extra or {}) - set(Completion.__dataclass_fields__))
+    if unknown: raise ValueError(f"extra: not fields of a completion: {', '.join(unknown)}")
     source, configs, missing = _plan(model, prompts, done, settings)
     result = ModelRun(source.name, source.revision, 0, len(prompts) - len(missing), 0, 0.0, path)
     if not missing: return result
@@ -356,7 +374,7 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
         start = time.perf_counter()
         new_ids, _ = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
         seconds = time.perf_counter() - start
-        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions)
+        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions, extra)
                    for i, row in zip(batch, new_ids) if i in missing]
         append_completions(path, records)
         done.update(r.completion_id for r in records)
