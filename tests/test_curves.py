@@ -122,7 +122,7 @@ def test_one_run_and_a_higher_threshold(capsys, planted):
 
 
 def test_runs_overlaid_in_the_figures(planted):
-    from tinyscale.curves import capability_curves, curves_from_store, emergence_figure, training_panels
+    from tinyscale.curve_report import capability_curves, curves_from_store, emergence_figure, training_panels
     result = curves_from_store(planted/"scores", [planted/"data"/"completions"], planted/"sweeps", n_resamples=200)
     figure = capability_curves(result.curves, result.baselines)
     panels = [ax for ax in figure.axes if ax.axison]

@@ -147,7 +147,8 @@ def test_baselines_post_shows_the_judges_blind_agreement(cli, tmp_path):
 
 def test_curves_post_shows_the_curves_and_the_order_of_emergence(executed):
     "The curves post shows its three figures, and its sentences and tables hold the numbers of `tinyscale curves` for the planted sweep."
-    from tinyscale.curves import curves_from_store, curves_headline, curves_watch_notes, emergence_sentence
+    from tinyscale.curves import emergence_sentence
+    from tinyscale.curve_report import curves_from_store, curves_headline, curves_watch_notes
     notebook, root = executed[CURVES]
     result = curves_from_store(root/"scores", [root/"data"/"completions"], root/"sweeps")
     assert result.runs == ["lr-fast", "lr-slow"]
