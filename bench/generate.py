@@ -223,9 +223,10 @@ def bench_size(args, size, prompts, models_dir):
         start = time.perf_counter()
         batch_size, how = batch_size_for(loaded, [p.prompt for p in prompts], configs, measure=not args.no_probe)
         print(f"batch size {batch_size} ({how}; chosen in {time.perf_counter() - start:.1f} s, cached per model shape)", flush=True)
-    dtype = DTYPES[args.dtype]
-    peak = matmul_peak(args.device, dtype)
-    print(f"{args.dtype} matmul peak: {peak:.0f} GFLOP/s", flush=True)
+    # On a CPU the reference is the fp32 peak (a bf16 matmul there can take minutes without AMX kernels); a GPU's is in the run's dtype
+    peak_dtype = args.dtype if args.device == "cuda" else "float32"
+    peak = matmul_peak(args.device, DTYPES[peak_dtype])
+    print(f"{peak_dtype} matmul peak: {peak:.0f} GFLOP/s", flush=True)
     names = {"a": "(a) one prompt at a time", "b": "(b) all prompts in one batch", "c": f"(c) tinyscale, batches of {batch_size}"}
     runs = {"c": lambda: run_tinyscale(loaded, prompts, max_new_tokens, batch_size),
             "b": lambda: run_batches(loaded, prompts, configs, [list(range(len(prompts)))]),
@@ -238,11 +239,11 @@ def bench_size(args, size, prompts, models_dir):
         print(f"{names[key]:34s} {new_tokens:7d} new tokens {seconds:8.1f} s {speed[key]:8.1f} new tokens/s "
               f"{flops / seconds / 1e9:7.1f} GFLOP/s", flush=True)
     # The CPU may be shared: measure the peak again and keep the better figure (closer to the machine's real peak)
-    peak_after = matmul_peak(args.device, dtype)
-    print(f"{args.dtype} matmul peak after the runs: {peak_after:.0f} GFLOP/s; using {max(peak, peak_after):.0f}")
+    peak_after = matmul_peak(args.device, DTYPES[peak_dtype])
+    print(f"{peak_dtype} matmul peak after the runs: {peak_after:.0f} GFLOP/s; using {max(peak, peak_after):.0f}")
     peak = max(peak, peak_after)
     for key, (_, _, seconds, flops) in results.items():
-        print(f"{names[key]:34s} {flops / seconds / 1e9 / peak:.0%} of the {args.dtype} matmul peak")
+        print(f"{names[key]:34s} {flops / seconds / 1e9 / peak:.0%} of the {peak_dtype} matmul peak")
     fraction = results["c"][3] / results["c"][2] / 1e9 / peak
     if fraction < PEAK_TARGET and args.device == "cpu":
         groups, wall, rows = time_breakdown(loaded, prompts, configs, batch_size)
