@@ -263,6 +263,7 @@ def bench_size(args, size, prompts, models_dir):
           f"matching b: {match('b')}/{len(prompts)}")
     line = (f"speedup_vs_loop={loop} speedup_vs_seed={speed['c'] / speed['b']:.2f} matmul_peak_fraction={fraction:.3f} "
             f"outputs_match_loop={loop_match}")
+    print(f"load average now: {load_average()}")
     print(line, flush=True)
     return dict(size=size, params=loaded.params, batch_size=batch_size, how=how, speed=speed, fraction=fraction, line=line)
 
@@ -280,7 +281,6 @@ def main(argv=None):
           f"{os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}; load average {load_average()} "
           f"(1, 5, 15 min, {os.cpu_count()} CPUs)", flush=True)
     rows = [bench_size(args, size, prompts, models_dir) for size in args.size_list]
-    print(f"\nload average at the end: {load_average()}")
     if len(rows) > 1:
         print(f"\n| size | parameters | batch size | (c) new tokens/s | c/a | c/b | share of peak |\n|---|---|---|---|---|---|---|")
         for r in rows:
