@@ -22,9 +22,9 @@ from .completions import Completion, append_completions, completion_id, completi
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_MIN_PROMPTS', 'check_preset',
-           'completion_config', 'form_batches', 'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache',
-           'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags',
+           'STORY_OPENINGS', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_TOLERANCE', 'PROBE_MIN_PROMPTS',
+           'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache',
+           'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags',
            'existing_completion_ids', 'read_generation_prompts', 'row_flops', 'heuristic_batch_size',
            'batch_size_cache_path', 'batch_shape_key', 'batch_size_for', 'ModelRun', 'GenerationSettings',
            'generate_model', 'prepare_generation', 'generate', 'ModelPlan', 'plan_generation', 'add_cli']
@@ -331,6 +331,7 @@ def _estimate(timings:dict, size:int, prompts:int, steps:int)->float:
     full, rest = divmod(prompts, size)
     return full * cost(size) + (cost(rest) if rest else 0)
 
+PROBE_TOLERANCE = 0.1  # estimates this close count as equal (timings on a shared CPU vary)
 PROBE_MIN_PROMPTS = 16  # fewer prompts: the heuristic alone (a probe would cost more than it saves)
 
 def batch_size_for(loaded:LoadedModel, # from `load_model`
@@ -353,8 +354,9 @@ def batch_size_for(loaded:LoadedModel, # from `load_model`
         batch = order[:size]
         timings[str(size)] = _batch_timing(loaded, [texts[i] for i in batch], [configs[i] for i in batch])
         _write_timings(path, {**_read_timings(path), key: timings})
-    best = min(candidates, key=lambda s: (_estimate(timings, s, len(texts), steps), -s))
-    return best, "measured"
+    estimates = {s: _estimate(timings, s, len(texts), steps) for s in candidates}
+    # Within the probe's noise, fewer and larger batches: never slower than one batch of all prompts by a measuring error
+    return max(s for s in candidates if estimates[s] <= min(estimates.values()) * (1 + PROBE_TOLERANCE)), "measured"
 
 # %% ../nbs/05_generate.ipynb #37cf592f
 @dataclass
