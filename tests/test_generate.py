@@ -255,3 +255,40 @@ def test_offline_hub_model_is_one_clear_line(cli_process, fixture_models, prompt
     assert done.err.strip() == ("tinyscale: error: cannot download roneneldan/TinyStories-1M: no network; "
                                    "pass a local folder with --model")
     assert not (tmp_path/"out").exists()
+
+
+def test_the_batch_size_changes_no_completion_and_enters_no_config(tiny, prompt_file, tmp_path):
+    "Batches of 1, 4 and the default give the same completions, with the same ids: the batch size is not a setting."
+    runs = {size: generate([tiny], prompt_file, tmp_path/f"batches-{size}", max_new_tokens=12, batch_size=size, progress=False)[0]
+            for size in (1, 4, None)}
+    texts = {size: {r["completion_id"]: r["completion"] for r in records(tmp_path/f"batches-{size}")} for size in runs}
+    assert texts[1] == texts[4] == texts[None] and len(texts[1]) == 6
+    assert all("batch_size" not in r["config"] for r in records(tmp_path/"batches-4"))
+    assert [(runs[s].batch_size, runs[s].batch_choice) for s in (1, 4)] == [(1, "given"), (4, "given")]
+    assert runs[None].batch_choice == "heuristic" and runs[None].batch_size == 6  # 6 prompts of a tiny model: one batch
+
+
+def test_the_default_batch_size_is_measured_once_and_cached(tiny, tmp_path, monkeypatch):
+    import tinyscale.generate as generation
+    monkeypatch.setenv("TINYSCALE_CACHE", str(tmp_path/"cache"))
+    timed, calls = generation._batch_timing, []
+    monkeypatch.setattr(generation, "_batch_timing", lambda *args, **kwargs: calls.append(1) or timed(*args, **kwargs))
+    prompts = load_prompts()[:generation.PROBE_MIN_PROMPTS]
+    first, = generate([tiny], prompts, tmp_path/"first", max_new_tokens=6, progress=False)
+    probes = len(calls)
+    again, = generate([tiny], prompts, tmp_path/"again", max_new_tokens=6, progress=False)
+    assert first.batch_choice == again.batch_choice == "measured" and probes >= 2 and len(calls) == probes  # no second probe
+    assert again.batch_size == first.batch_size and first.batch_size in (8, 16)
+    cache = json.loads((tmp_path/"cache"/"batch-size.json").read_text())
+    assert list(cache) == [generation.batch_shape_key(tiny)] and set(cache[generation.batch_shape_key(tiny)]) == {"8", "16"}
+    assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"first")} == \
+           {r["completion_id"]: r["completion"] for r in records(tmp_path/"again")}
+    given, = generate([tiny], prompts, tmp_path/"given", max_new_tokens=6, batch_size=5, progress=False)
+    assert (given.batch_size, given.batch_choice, len(calls)) == (5, "given", probes)   # --batch-size overrides, no probe
+
+
+def test_the_command_line_prints_the_batch_size(fixture_models, prompt_file, tmp_path):
+    done = tinyscale(cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(tmp_path/"out"),
+                              "--batch-size", "4"), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "6 written, 0 already there" in done.stdout and "batches of 4 (given)" in done.stdout

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/generate.html.md"""
 
 # %% ../nbs/05_generate.ipynb #18c78544
 from __future__ import annotations
-import math, platform, time
+import json, math, os, platform, time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from .models import (ModelSource, LoadedModel, DTYPES, DEVICES, load_model, model_source, pick_device,
@@ -22,11 +22,13 @@ from .completions import Completion, append_completions, completion_id, completi
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'check_preset', 'completion_config', 'form_batches',
-           'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving',
-           'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
-           'read_generation_prompts', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation',
-           'generate', 'ModelPlan', 'plan_generation', 'add_cli']
+           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_TOLERANCE',
+           'PROBE_MIN_PROMPTS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
+           'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
+           'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
+           'read_generation_prompts', 'row_flops', 'heuristic_batch_size', 'batch_size_cache_path', 'batch_shape_key',
+           'batch_size_for', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation', 'generate',
+           'ModelPlan', 'plan_generation', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -263,6 +265,113 @@ def read_generation_prompts(path:str|Path|None=None, # a prompt CSV; default `da
     if not rows: raise TinyscaleError(f"{path}: no prompts")
     return [p for _, p in rows]
 
+# %% ../nbs/05_generate.ipynb #b5a1c002
+STEP_FLOPS = {"cpu": 8e9, "mps": 8e9, "cuda": 3.2e10}  # model FLOPs per decoding step that keep a device busy
+MAX_BATCH_SIZE = {"cpu": 128, "mps": 128, "cuda": 512}
+MEMORY_SHARE = 0.25  # of the device's memory that a batch's cache and scores may take
+
+def row_flops(model)->int:
+    "Model FLOPs of one row of one decoding step: the matrix products of every linear layer, the output layer included."
+    return 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+def _device_memory(device:str)->int:
+    if device == "cuda": return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+def _prompt_bytes(loaded:LoadedModel, num_beams:int, capacity:int)->int:
+    "Memory one prompt of a batch takes: its beams' keys and values at full length, and their scores over the vocabulary."
+    config, itemsize = loaded.model.config, torch.finfo(DTYPES[loaded.dtype]).bits // 8
+    layers = getattr(config, "num_layers", None) or config.num_hidden_layers
+    cache = layers * 2 * config.hidden_size * capacity * itemsize
+    return num_beams * (cache + 4 * 4 * config.vocab_size)  # scores: logits, log-softmax and two copies, in fp32
+
+def heuristic_batch_size(loaded:LoadedModel, # from `load_model`
+                         prompts:int, # prompts to generate
+                         num_beams:int=5, capacity:int=512, # beams per prompt, positions per row
+                        )->int:
+    "Prompts per batch from the model's size: enough rows that a step's arithmetic outweighs its fixed cost, within memory."
+    device = loaded.device
+    size = STEP_FLOPS[device] / (num_beams * row_flops(loaded.model))
+    size = 2 ** round(math.log2(max(size, 1)))  # a power of two: the same few shapes for every model size
+    fits = int(MEMORY_SHARE * _device_memory(device) // _prompt_bytes(loaded, num_beams, capacity))
+    size = max(1, min(size, MAX_BATCH_SIZE[device], fits))
+    return min(size, max(prompts, 1))
+
+# %% ../nbs/05_generate.ipynb #b5a1c007
+def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10))->tuple[float, float]:
+    "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
+    lengths = ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
+    texts, seconds = [p if isinstance(p, str) else p.prompt for p in prompts], []
+    generate_batch(loaded, texts[:1], [{**configs[0], "max_new_tokens": 1}])  # warm up kernels and allocations
+    for n in steps:
+        short = [{k: v for k, v in c.items() if k not in lengths} | {"max_new_tokens": n} for c in configs]
+        _synchronize(loaded.device)
+        start = time.perf_counter()
+        generate_batch(loaded, texts, short)
+        _synchronize(loaded.device)
+        seconds.append(time.perf_counter() - start)
+    per_step = max(seconds[1] - seconds[0], 0) / (steps[1] - steps[0])
+    return max(seconds[0] - (steps[0] - 1) * per_step, 0), per_step
+
+def _synchronize(device:str):
+    if device == "cuda": torch.cuda.synchronize()
+
+def batch_size_cache_path()->Path:
+    "Where measured batch timings are kept: `$TINYSCALE_CACHE/batch-size.json` (default `~/.cache/tinyscale`)."
+    return Path(os.environ.get("TINYSCALE_CACHE") or Path.home()/".cache"/"tinyscale")/"batch-size.json"
+
+def batch_shape_key(loaded:LoadedModel)->str:
+    "What a batch's speed depends on: the model's shape, the device, the dtype, the threads and torch's version."
+    c = loaded.model.config
+    layers = getattr(c, "num_layers", None) or c.num_hidden_layers
+    heads = getattr(c, "num_heads", None) or c.num_attention_heads
+    device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
+    return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__}")
+
+def _read_timings(path:Path)->dict:
+    try: return json.loads(path.read_text())
+    except (OSError, ValueError): return {}
+
+def _write_timings(path:Path, timings:dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(timings, indent=1, sort_keys=True))
+    scratch.replace(path)  # whole or not at all, also with several processes
+
+def _estimate(timings:dict, size:int, prompts:int, steps:int)->float:
+    "Seconds for `prompts` prompts in batches of `size`; a last, smaller batch costs what the next measured size costs."
+    cost = lambda s: (lambda first, per_step: first + per_step * (steps - 1))(*timings[str(min(k for k in map(int, timings) if k >= s))])
+    full, rest = divmod(prompts, size)
+    return full * cost(size) + (cost(rest) if rest else 0)
+
+PROBE_TOLERANCE = 0.1  # estimates this close count as equal (timings on a shared CPU vary)
+PROBE_MIN_PROMPTS = 16  # fewer prompts: the heuristic alone (a probe would cost more than it saves)
+
+def batch_size_for(loaded:LoadedModel, # from `load_model`
+                   texts:list[str], # the prompts to generate, in any order
+                   configs:list[dict], # their `completion_config`s
+                   measure:bool=True, # time a few steps at each candidate size (cached); False: the heuristic alone
+                  )->tuple[int, str]:
+    "The default prompts per batch for these prompts on this model and device, and how it was chosen."
+    lengths = [len(ids) for ids in loaded.tokenizer(texts).input_ids]
+    num_beams, width = configs[0]["num_beams"], max(lengths)
+    steps = configs[0].get("max_new_tokens") or configs[0]["max_length"] - width
+    guess = heuristic_batch_size(loaded, len(texts), num_beams, width + steps)
+    candidates = sorted({min(s, len(texts)) for s in (guess // 2, guess, guess * 2) if s >= 1})
+    if not measure or len(candidates) == 1 or len(texts) < PROBE_MIN_PROMPTS: return guess, "heuristic"
+    path, key = batch_size_cache_path(), batch_shape_key(loaded)
+    timings = _read_timings(path).get(key, {})
+    order = form_batches(lengths, None)[0]  # longest first: each candidate is timed on the longest prompts
+    for size in candidates:
+        if str(size) in timings: continue
+        batch = order[:size]
+        timings[str(size)] = _batch_timing(loaded, [texts[i] for i in batch], [configs[i] for i in batch])
+        _write_timings(path, {**_read_timings(path), key: timings})
+    estimates = {s: _estimate(timings, s, len(texts), steps) for s in candidates}
+    # Within the probe's noise, fewer and larger batches: never slower than one batch of all prompts by a measuring error
+    return max(s for s in candidates if estimates[s] <= min(estimates.values()) * (1 + PROBE_TOLERANCE)), "measured"
+
 # %% ../nbs/05_generate.ipynb #37cf592f
 @dataclass
 class ModelRun:
@@ -273,6 +382,8 @@ class ModelRun:
     new_tokens: int # tokens generated for the written completions
     seconds: float  # generation time
     path: Path      # the run file
+    batch_size: int|None = None # prompts per batch used (None: nothing ran, or one batch of all prompts)
+    batch_choice: str = ""      # how it was chosen: given, measured, heuristic or one-batch
     def __repr__(self): return f"ModelRun({self.model}: {self.written} written, {self.cached} cached, {self.new_tokens / max(self.seconds, 1e-9):.0f} tokens/s)"
 
 # %% ../nbs/05_generate.ipynb #661d8dce
@@ -282,12 +393,20 @@ def _versions()->dict:
             "tinyscale": tinyscale.__version__, "python": platform.python_version()}
 
 def _batch_size(settings, device:str)->int|None:
+    "The given batch size (checked), None for a one-batch preset, else the device's fallback `DEFAULT_BATCH_SIZE`."
     preset, batch_size = settings.preset, settings.batch_size
     if batch_size is not None and batch_size < 1: raise TinyscaleError(f"--batch-size {batch_size}: must be at least 1")
     if PRESETS[preset]["batching"] == "one-batch":
         if batch_size is not None: raise TinyscaleError(f"--batch-size: the {preset} preset generates all prompts in one batch")
         return None
     return batch_size or DEFAULT_BATCH_SIZE[device]
+
+def _run_batch_size(loaded:LoadedModel, prompts:list[Prompt], configs:list[dict], settings, measure:bool=True)->tuple[int|None, str]:
+    "The batch size a run uses and how it was chosen: given, one-batch, or `batch_size_for` (measured or heuristic)."
+    given = _batch_size(settings, loaded.device)
+    if settings.batch_size is not None: return given, "given"
+    if given is None: return None, "one-batch"
+    return batch_size_for(loaded, [p.prompt for p in prompts], configs, measure)
 
 def _progress(total:int, enabled:bool):
     from tqdm.auto import tqdm
@@ -366,7 +485,9 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
     result = ModelRun(source.name, source.revision, 0, len(prompts) - len(missing), 0, 0.0, path)
     if not missing: return result
     loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
-    batch_size, set_hash = _batch_size(settings, loaded.device), set_hash or prompt_set_hash(prompts)
+    # Several processes must form the same batches: only a single process measures (the heuristic is the same everywhere)
+    batch_size, result.batch_choice = _run_batch_size(loaded, prompts, configs, settings, measure=take is None)
+    result.batch_size, set_hash = batch_size, set_hash or prompt_set_hash(prompts)
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
     versions = _versions()
     batches = [batch for batch in form_batches(lengths, batch_size) if not missing.isdisjoint(batch)]
@@ -436,19 +557,6 @@ def _new_tokens_cap(settings:GenerationSettings, width:int)->int:
     preset = PRESETS[settings.preset]
     return settings.max_new_tokens or preset.get("max_new_tokens") or preset["max_length"] - width
 
-def _batch_timing(loaded:LoadedModel, prompts:list[Prompt], configs:list[dict], steps:tuple=(2, 10))->tuple[float, float]:
-    "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
-    lengths = ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
-    texts, seconds = [p.prompt for p in prompts], []
-    generate_batch(loaded, texts[:1], [{**configs[0], "max_new_tokens": 1}])  # warm up kernels and allocations
-    for n in steps:
-        short = [{k: v for k, v in c.items() if k not in lengths} | {"max_new_tokens": n} for c in configs]
-        start = time.perf_counter()
-        generate_batch(loaded, texts, short)
-        seconds.append(time.perf_counter() - start)
-    per_step = max(seconds[1] - seconds[0], 0) / (steps[1] - steps[0])
-    return max(seconds[0] - (steps[0] - 1) * per_step, 0), per_step
-
 def plan_generation(models=DEFAULT_MODELS, prompts=None, out=None, # as for `generate`
                     settings:GenerationSettings|None=None, limit:int|None=None, run:str|None=None, # as for `generate`
                     measure:bool=True, # load each model that owes completions and time a few steps
@@ -464,7 +572,7 @@ def plan_generation(models=DEFAULT_MODELS, prompts=None, out=None, # as for `gen
         plans.append(plan)
         if not missing: continue
         loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
-        plan.batch_size = _batch_size(settings, loaded.device)
+        plan.batch_size = _run_batch_size(loaded, prompts, configs, settings, measure=measure)[0]
         lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
         batches = [b for b in form_batches(lengths, plan.batch_size) if not missing.isdisjoint(b)]
         plan.batches = len(batches)
@@ -496,7 +604,8 @@ def _generate_command(args)->int:
                        args.limit, args.run, progress=not args.no_progress)
     for r in results:
         speed = f", {r.new_tokens / r.seconds:.0f} new tokens/s" if r.seconds else ""
-        print(f"{r.model} ({r.revision[:20]}): {r.written} written, {r.cached} already there{speed} -> {r.path}")
+        batches = f", batches of {r.batch_size} ({r.batch_choice})" if r.batch_size else ""
+        print(f"{r.model} ({r.revision[:20]}): {r.written} written, {r.cached} already there{speed}{batches} -> {r.path}")
     return 0
 
 def add_cli(parser):
@@ -506,7 +615,7 @@ def add_cli(parser):
     add_options(parser, "completions", completions=dict(flags=("--completions", "--out"), nargs=None, metavar="DIR",
                 help="the completions folder written to (default: data/completions/; --out is the same)"))
     parser.add_argument("--preset", default="default", choices=list(PRESETS), help="generation settings (default: default)")
-    parser.add_argument("--batch-size", type=int, help="prompts per batch (default: 16 on CPU/MPS, 64 on CUDA; not with --preset seed)")
+    parser.add_argument("--batch-size", type=int, help="prompts per batch (default: chosen per model and device, measured once and cached; not with --preset seed)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default: auto (cuda > mps > cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="default: float32 (bfloat16 can change outputs)")
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's maximum of new tokens (recorded in the settings)")
