@@ -19,7 +19,7 @@ from .core import TinyscaleError, add_options, atomic_write_text, config_hash, p
 from .completions import COMPLETION_FIELDS, Completion, completion_id, completions_dir, load_completions
 from .models import DEVICES, DTYPES, ModelSource, load_model, pick_device
 from .prompts import prompt_set_hash
-from .generate import (PRESETS, GenerationSettings, _batch_size, existing_completion_ids, form_batches, generate_batch,
+from .generate import (PRESETS, GenerationSettings, _run_batch_size, existing_completion_ids, form_batches, generate_batch,
                                 generate_model, read_generation_prompts)
 from .runs import Checkpoint, TrainingRun, checkpoint_hash, find_run, parse_steps, select_checkpoints
 
@@ -278,7 +278,9 @@ def _owed_batches(loaded, plan:SweepPlan, item:SweepItem)->tuple[list, list]:
     "The batches of `item` that hold a missing prompt, and each prompt's token length."
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in plan.prompts]).input_ids]
     missing = set(item.missing(plan.done))
-    return [b for b in form_batches(lengths, _batch_size(plan.settings, loaded.device)) if missing & set(b)], lengths
+    configs = [plan.settings.config(p.category) for p in plan.prompts]
+    size = _run_batch_size(loaded, plan.prompts, configs, plan.settings)[0]  # the batches generate_model will run
+    return [b for b in form_batches(lengths, size) if missing & set(b)], lengths
 
 def measure(plan:SweepPlan, item:SweepItem)->tuple[Measurement, object]:
     "Time loading `item`'s checkpoint and its longest owed batch at 1 and 9 new tokens; returns the measurement and the model."
