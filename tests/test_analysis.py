@@ -235,8 +235,9 @@ def test_wide_summary_formats_cells(hand_summary):
     table = wide_summary(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
     assert list(table.columns) == ["TinyStories-1M (3.7M params)", "TinyStories-8M (19.7M params)"]
     assert table.loc["Reasoning", "TinyStories-8M (19.7M params)"] == "—"
-    assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1"
-    assert table.loc["Grammar", "TinyStories-8M (19.7M params)"] == "1.00 [1.00, 1.00] n=9"
+    # one and two prompts: fewer than MIN_INTERVAL_PROMPTS, so no interval (a zero-width one would look precise)
+    assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1, interval not meaningful (1 prompt)"
+    assert table.loc["Grammar", "TinyStories-8M (19.7M params)"] == "1.00 n=9, interval not meaningful (2 prompts)"
 
 
 # Figures

@@ -16,9 +16,10 @@ from .core import TinyscaleError, add_options, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
 from .store import ScoreStore, add_store_options, completion_paths, is_judge
-from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores,
-                                format_number, json_records, markdown_table, model_labels, model_order, model_pairs, model_params,
-                                paired_differences, paper_comparison, summary_table, wide_summary)
+from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, MIN_INTERVAL_PROMPTS,
+                                REPORT_COLUMNS, check_scores, format_number, interval_meaningful, json_records, markdown_table,
+                                meaningful_intervals, model_labels, model_order, model_pairs, model_params, not_meaningful_text,
+                                paired_differences, paper_comparison, prompt_slots, summary_table, wide_summary)
 from .plots import figure_bytes, report_figures
 from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
                                  reviewed_table)
@@ -69,8 +70,8 @@ class Report:
     agreement_notes: list[str] = field(default_factory=list)  # raters left out of the agreement, with why
     def __repr__(self):
         compared = f"; blind agreement with {', '.join(a.b for a in self.agreements)}" if self.agreements else ""
-        return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions, "
-                f"models {', '.join(self.labels[m] for m in self.models)}{compared})")
+        return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions of "
+                f"{prompt_slots(self.scores)} prompt slots, models {', '.join(self.labels[m] for m in self.models)}{compared})")
 
 def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`); one rater
                  rubric:Rubric|None=None, # lists unscored criteria; default none
@@ -83,9 +84,9 @@ def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`
     params = model_params(scores, targets)
     models = model_order(scores["model"].unique(), params)
     settings = dict(seed=seed, n_resamples=n_resamples, confidence=confidence)
-    summary = summary_table(scores, rubric, models, **settings)
+    summary = meaningful_intervals(summary_table(scores, rubric, models, **settings))  # no interval from a handful of prompts
     differences = [paired_differences(scores, model, baseline, rubric, **settings) for model, baseline in model_pairs(models)]
-    differences = pd.concat(differences, ignore_index=True) if differences else pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
+    differences = meaningful_intervals(pd.concat(differences, ignore_index=True)) if differences else pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
     comparison = paper_comparison(summary, targets, params) if targets is not None else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     return Report(scores["rater"].iloc[0], scores, summary, differences, comparison, models, params,
                   model_labels(models, params), rubric, targets, **settings)
@@ -148,6 +149,7 @@ def differences_table(report:Report)->pd.DataFrame:
     rows = []
     for r in report.differences.itertuples():
         interval = f"[{format_number(r.ci_low, signed=True)}, {format_number(r.ci_high, signed=True)}]" if not math.isnan(r.ci_low) else ""
+        if r.prompts and not interval_meaningful(r.prompts): interval = not_meaningful_text(r.prompts, shared=True)
         rows.append({"comparison": f"{report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]}",
                      "scope": r.category or "All criteria", "difference": format_number(r.difference, signed=True),
                      "95% interval": interval, "shared prompts": r.prompts})
@@ -156,9 +158,12 @@ def differences_table(report:Report)->pd.DataFrame:
 def comparison_table(report:Report)->pd.DataFrame:
     "The paper comparison, formatted: one row per (model, category)."
     rows = []
+    prompts = report.summary[report.summary["level"] == "category"].set_index(["model", "category"])["prompts"]
     for r in report.comparison.itertuples():
         inside = "—" if pd.isna(r.inside) else ("yes" if r.inside else "no")
         interval = f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}]" if not math.isnan(r.ci_low) else ""
+        count = prompts.get((r.model, r.category), 0)
+        if r.n and not interval_meaningful(count): interval = not_meaningful_text(count)
         rows.append({"model": report.labels[r.model], "category": r.category, "paper shape": r.paper_model,
                      "paper grade / 10": format_number(r.target), "ours": format_number(r.mean), "95% interval": interval,
                      "paper inside interval": inside, "n": r.n})
@@ -190,9 +195,10 @@ def report_markdown(report:Report, # from `build_report`
     "The report as Markdown: three tables with models as columns, the differences, the paper comparison and the agreement."
     s, level = report.summary, 100 * report.confidence
     parts = [f"# Scores of {report.rater}",
-             f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions from "
-             f"{report.scores.prompt_id.nunique()} prompts. Each cell: mean [{level:g}% bootstrap interval over prompts] "
-             f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion.",
+             f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions of "
+             f"{prompt_slots(report.scores)} prompt slots. Each cell: mean [{level:g}% bootstrap interval over prompts] "
+             f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion. "
+             f"A cell from fewer than {MIN_INTERVAL_PROMPTS} prompt slots has no interval: too few to resample.",
              "## Overall", markdown_table(wide_summary(s, "overall", report.labels)),
              "## Per category", markdown_table(wide_summary(s, "category", report.labels), "category"),
              "## Per criterion", markdown_table(wide_summary(s, "criterion", report.labels, report.rubric), "criterion")]
@@ -212,7 +218,7 @@ def report_markdown(report:Report, # from `build_report`
 def report_json(report:Report)->str:
     "The report as JSON: settings, models, summary, differences, the paper comparison and the agreement with other raters."
     data = dict(tinyscale=tinyscale.__version__, rater=report.rater, seed=report.seed, n_resamples=report.n_resamples,
-                confidence=report.confidence,
+                confidence=report.confidence, min_interval_prompts=MIN_INTERVAL_PROMPTS, prompt_slots=prompt_slots(report.scores),
                 models=[dict(model=m, label=report.labels[m], params=report.params.get(m)) for m in report.models],
                 summary=json_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
                 differences=json_records(report.differences), paper_comparison=json_records(report.comparison),
@@ -245,50 +251,74 @@ def write_report(report:Report, # from `build_report`
     return [atomic_write_bytes(out/name, data) for name, data in files.items()], skipped
 
 # %% ../nbs/15_report.ipynb #94022b03
-def _interval_text(mean, low, high)->str:
+def _interval_text(mean, low, high, prompts=None)->str:
+    if prompts is not None and not interval_meaningful(prompts): return f"{format_number(mean)}, {not_meaningful_text(prompts)}"
     return format_number(mean) + (f" [{format_number(low)}, {format_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else "")
 
 def headline(report:Report)->str:
     "One Markdown paragraph: whose scores, how many, and each model's overall mean with its interval."
     overall = report.summary[report.summary["level"] == "overall"].set_index("model")
-    means = "; ".join(f"{report.labels[m]} {_interval_text(overall.loc[m, 'mean'], overall.loc[m, 'ci_low'], overall.loc[m, 'ci_high'])}"
+    means = "; ".join(f"{report.labels[m]} {_interval_text(*overall.loc[m, ['mean', 'ci_low', 'ci_high', 'prompts']])}"
                       for m in report.models)
     return (f"Scores by **{report.rater}**: {len(report.scores)} criterion scores of {report.scores.completion_id.nunique()} "
-            f"completions ({report.scores.prompt_id.nunique()} prompt slots, {len(report.models)} models). "
+            f"completions ({prompt_slots(report.scores)} prompt slots, {len(report.models)} models). "
             f"Overall mean with its {100 * report.confidence:g}% interval: {means}.")
 
-def watch_notes(report:Report)->list[str]:
+def watch_notes(report:Report,
+                others:list[str]|None=None, # other people who scored (a post of several people): the last note points to their agreement
+               )->list[str]:
     "What a reader should keep in mind, each point with its numbers from the report."
     s, notes = report.summary, []
     categories = s[(s["level"] == "category") & (s["n"] > 0)]
     half = lambda part: float(np.nanmedian((part["ci_high"] - part["ci_low"]) / 2)) if part["ci_low"].notna().any() else math.nan
     criteria = s[(s["level"] == "criterion") & (s["n"] > 0)]
     fewest, most = categories.prompts.min(), categories.prompts.max()
-    notes.append(f"Each category mean rests on {fewest if fewest == most else f'{fewest}–{most}'} prompts per model. "
-                 f"With so few, a category interval reaches about ±{format_number(half(categories))} around its mean "
-                 f"(median half-width) and a criterion interval ±{format_number(half(criteria))}: a difference smaller than "
-                 f"that should not be read as real.")
+    rests = f"Each category mean rests on {fewest if fewest == most else f'{fewest}–{most}'} prompts per model. "
+    if categories["ci_low"].notna().any():
+        notes.append(rests + f"With so few, a category interval reaches about ±{format_number(half(categories))} around its mean "
+                     f"(median half-width) and a criterion interval ±{format_number(half(criteria))}: a difference smaller than "
+                     f"that should not be read as real.")
+    else:
+        notes.append(rests + f"That is too few for a meaningful interval (at least {MIN_INTERVAL_PROMPTS} are needed), so no category "
+                     f"or criterion interval is shown: read these means as a first look, not as a measurement.")
+    few = s[(s["n"] > 0) & (s["prompts"] < MIN_INTERVAL_PROMPTS)]
+    if len(few) and categories["ci_low"].notna().any():  # some cells have an interval, these do not
+        notes.append(f"{len(few)} cell{'s rest' if len(few) > 1 else ' rests'} on fewer than {MIN_INTERVAL_PROMPTS} prompts; "
+                     f"{'their intervals are' if len(few) > 1 else 'its interval is'} not shown (interval not meaningful).")
     if len(report.differences):
         part = report.differences[(report.differences["level"] == "category") & report.differences["ci_low"].notna()]
         clear = part[(part["ci_low"] > 0) | (part["ci_high"] < 0)]
         named = ", ".join(f"{r.category} ({report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]} "
                           f"{format_number(r.difference, signed=True)})" for r in clear.itertuples())
-        notes.append(f"{len(clear)} of {len(part)} paired category differences have an interval that excludes 0"
-                     + (f": {named}." if len(clear) else "."))
+        if len(part):
+            notes.append(f"{len(clear)} of {len(part)} paired category differences have an interval that excludes 0"
+                         + (f": {named}." if len(clear) else "."))
+        else:
+            notes.append(f"No paired category difference rests on {MIN_INTERVAL_PROMPTS} or more shared prompts, so none can be "
+                         f"told apart from 0 yet.")
     point = s[(s["n"] > 0) & (s["ci_low"] == s["ci_high"])]
     if len(point):
         notes.append(f"{len(point)} cell{'s have' if len(point) > 1 else ' has'} every prompt scored alike, so the interval is a single point; "
                      f"that is a small sample, not certainty — read them with their n.")
     if len(report.comparison):
         known = report.comparison.dropna(subset=["ci_low"])
-        notes.append(f"The paper's grade/10 lies inside our interval for {int(known['inside'].sum())} of {len(known)} "
-                     f"model × category pairs; the two scales differ in grader, sampling and prompts, so this is a calibration.")
+        if len(known):
+            notes.append(f"The paper's grade/10 lies inside our interval for {int(known['inside'].sum())} of {len(known)} "
+                         f"model × category pairs; the two scales differ in grader, sampling and prompts, so this is a calibration.")
+        else:
+            notes.append("No category mean of ours has a meaningful interval yet, so none can be said to hold the paper's grade/10 "
+                         "or not; the two scales differ in grader, sampling and prompts in any case, so this is a calibration.")
     empty = s[(s["level"] == "category") & (s["n"] == 0)]
     if len(empty):
         notes.append("Not scored yet: " + ", ".join(f"{report.labels[r.model].split(' (')[0]} on {r.category}" for r in empty.itertuples()) + ".")
-    notes.append(f"All scores are from one rater ({report.rater}); a second rater or the LLM judge (`tinyscale agreement`) "
-                 f"shows how much of a difference belongs to the rater rather than the model.")
+    if others:
+        notes.append(f"These are {report.rater}'s scores; {', '.join(others)} also scored, and the blind agreement between "
+                     f"them (above) shows how much of a difference belongs to the rater rather than the model.")
+    else:
+        notes.append(f"All scores are from one rater ({report.rater}); a second rater or the LLM judge (`tinyscale agreement`) "
+                     f"shows how much of a difference belongs to the rater rather than the model.")
     return notes
+
 
 # %% ../nbs/15_report.ipynb #79aae0ba
 def _report_command(args)->int:
