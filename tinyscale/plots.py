@@ -324,7 +324,7 @@ def paper_scatter(comparison:pd.DataFrame, # from `paper_comparison`
     ax.set_xlim(0, 1); ax.set_ylim(0, 1.05)
     ax.set_aspect("equal")
     ax.set_xlabel("Paper: GPT-4 grade / 10 (sampled completions)")
-    ax.set_ylabel("Ours: mean rubric score (beam search)")
+    ax.set_ylabel("Ours: mean rubric score")
     ax.set_title("Our scores against the TinyStories paper's grades")
     ax.spines[["top", "right"]].set_visible(False)
     footnote(figure, [_interval_note(points)])

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
 # %% ../nbs/15_report.ipynb #b072147f
 from __future__ import annotations
-import json, math, shlex, sys
+import itertools, json, math, shlex, sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
@@ -17,18 +17,19 @@ from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
 from .store import ScoreStore, add_store_options, completion_paths, is_judge
 from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, MIN_INTERVAL_PROMPTS,
-                                REPORT_COLUMNS, check_scores, format_number, interval_meaningful, json_records, markdown_table,
+                                REPORT_COLUMNS, check_scores, format_cell, format_number, interval_meaningful, json_records, markdown_table,
                                 meaningful_intervals, model_labels, model_order, model_pairs, model_params, not_meaningful_text,
-                                paired_differences, paper_comparison, prompt_slots, summary_table, wide_summary)
-from .plots import figure_bytes, report_figures
+                                paired_differences, paper_comparison, prompt_slots, short_name, summary_table, wide_summary)
+from .plots import figure_bytes, model_colors, report_figures
 from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
                                  reviewed_table)
 
 # %% auto #0
 __all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
-           'add_agreements', 'report_from_store', 'report_csv', 'differences_table', 'comparison_table',
-           'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report', 'headline',
-           'watch_notes', 'add_cli']
+           'add_agreements', 'report_from_store', 'Results', 'results_from_store', 'overall_table',
+           'generation_settings', 'decoding_kinds', 'generation_note', 'report_csv', 'differences_table',
+           'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
+           'headline', 'watch_notes', 'add_cli']
 
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
@@ -138,6 +139,117 @@ def report_from_store(store:str|Path|None=None, # scores folder (default `scores
     # asked-for raters must compare; a judge found by default that shares nothing with the rater is left out with a note
     return add_agreements(report, score_store, others, strict=agreement_with is not None)
 
+# %% ../nbs/15_report.ipynb #f98af06a
+@dataclass
+class Results:
+    "Every person's report from one store and their agreement with each other: what a post shows."
+    reports: list[Report]        # one per person (or the one rater asked for), each with its agreement with the judges
+    agreements: list[Agreement]  # blind agreement of each pair of people
+    notes: list[str]             # raters or pairs left out, with why
+    completions: pd.DataFrame    # the records of the completions scored (how they were made)
+    labels: dict                 # one display name per model, for every report
+    colors: dict                 # one colour per model, for every figure
+    rater: str|None = None       # the rater asked for; None: everyone
+    @property
+    def raters(self)->list[str]: return [r.rater for r in self.reports]
+    def __repr__(self):
+        pairs = f"; {len(self.agreements)} pair(s) of people compared" if self.agreements else ""
+        return f"Results({', '.join(self.raters)}{pairs})"
+
+def results_from_store(store:str|Path|None=None, # scores folder (default `scores/` under the project root)
+                       completions:str|Path|None=None, # completions folder (default `data/completions`)
+                       rater:str|None=None, # one rater only; None: every person
+                       seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                      )->Results:
+    "A report of each person in a store (or of `rater`), each with the judges' blind agreement, and every pair of people compared."
+    folder = Path(store) if store is not None else project_root()/"scores"
+    rubric, targets = load_rubric(), load_paper_targets()
+    score_store = ScoreStore(folder, completions=load_completions(completions), rubric=rubric)
+    raters = score_store.raters()
+    chosen = [choose_rater(raters, rater, str(folder))] if rater is not None or not raters else [r for r in raters if not is_judge(r)] or raters
+    reports, notes, settings = [], [], dict(seed=seed, n_resamples=n_resamples, confidence=confidence)
+    for name in chosen:
+        scores = score_store.current(name)
+        if not len(scores):
+            notes.append(f"{name} left out: every score of {name} was cleared")
+            continue
+        report = build_report(scores, rubric, targets, **settings)
+        reports.append(add_agreements(report, score_store, agreement_raters(raters, name, None, str(folder)), strict=False))
+    if not reports: raise NoScores(f"no current scores in {folder} (every score was cleared)")
+    agreements = []
+    for a, b in itertools.combinations([r.rater for r in reports if not is_judge(r.rater)], 2):
+        try: agreements.append(compare_raters(score_store, a, b, **settings))
+        except TinyscaleError as error: notes.append(f"{a} and {b} not compared: {error}")
+    params = {m: p for r in reports for m, p in r.params.items() if p}
+    models = model_order(dict.fromkeys(m for r in reports for m in r.models), params)
+    labels = model_labels(models, params)
+    reports = [replace(r, labels={m: labels[m] for m in r.models}) for r in reports]
+    scored = set().union(*(set(r.scores["completion_id"]) for r in reports))
+    records = score_store.completions[score_store.completions["completion_id"].isin(scored)].reset_index(drop=True)
+    return Results(reports, agreements, notes, records, labels, model_colors(models), rater)
+
+# %% ../nbs/15_report.ipynb #be9174f6
+def overall_table(results:Results)->pd.DataFrame:
+    "One row per person: the overall mean of each model with its interval, `—` for a model the person did not score."
+    rows = []
+    for report in results.reports:
+        overall = report.summary[report.summary["level"] == "overall"].set_index("model")
+        row = {"rater": report.rater}
+        for model, label in results.labels.items():
+            cell = overall.loc[model] if model in overall.index else None
+            row[label] = "—" if cell is None else format_cell(cell["mean"], cell["ci_low"], cell["ci_high"], int(cell["n"]), prompts=int(cell["prompts"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["rater", *results.labels.values()])
+
+# %% ../nbs/15_report.ipynb #8ef1db85
+def generation_settings(config:dict)->str:
+    "Generation settings in words: `beam search (5 beams, no sampling), at most 256 new tokens`."
+    beams, sampled = int(config.get("num_beams") or 1), bool(config.get("do_sample"))
+    if sampled:
+        knobs = [f"{k.replace('_', ' ')} {config[k]:g}" if isinstance(config[k], float) else f"{k.replace('_', ' ')} {config[k]}"
+                 for k in ("temperature", "top_p", "top_k") if config.get(k) is not None]
+        words = "sampling" + (f" ({', '.join(knobs)})" if knobs else "") + (f", {beams} beams" if beams > 1 else "")
+    else: words = f"beam search ({beams} beams, no sampling)" if beams > 1 else "greedy decoding (no sampling)"
+    if config.get("max_new_tokens"): words += f", at most {config['max_new_tokens']} new tokens"
+    elif config.get("max_length"): words += f", at most {config['max_length']} tokens with the prompt"
+    return words
+
+def _how_made(record)->str:
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    if record.get("finish_reason") == "import" or config.get("source") == "wide-csv" or str(record.get("revision", "")).startswith("import:"):
+        return "imported with their scores from a score file; how they were generated (decoding, sampling, lengths) is not recorded"
+    if not any(k in config for k in ("num_beams", "do_sample", "max_new_tokens", "max_length")):
+        return "generation settings not recorded"
+    return generation_settings(config)
+
+def decoding_kinds(completions:pd.DataFrame)->list[str]:
+    "How the completions were decoded, as far as their records say: some of `beam search`, `greedy`, `sampling`, `unknown`."
+    kinds = set()
+    for record in completions.to_dict("records"):
+        way = _how_made(record)
+        kinds.add("beam search" if way.startswith("beam search") else "greedy" if way.startswith("greedy") else
+                  "sampling" if way.startswith("sampling") else "unknown")
+    return sorted(kinds)
+
+def generation_note(completions:pd.DataFrame, # completion records (`Results.completions`)
+                    labels:dict|None=None, # display names per model
+                   )->str:
+    "One sentence per way the completions were made, from their records, naming the models; only what the records say."
+    if not len(completions): return "No completion records were found for these scores, so how they were made is unknown."
+    labels = labels or {}
+    ways = {}
+    for record in completions.to_dict("records"):
+        ways.setdefault(_how_made(record), {}).setdefault(record["model"], 0)
+        ways[_how_made(record)][record["model"]] += 1
+    def names(models): 
+        shown = [labels.get(m, short_name(m)).split(" (")[0] for m in models]
+        return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    sentences = []
+    for way, models in ways.items():
+        count = sum(models.values())
+        sentences.append(f"{count} completion{'s' if count != 1 else ''} of {names(models)}: {way}.")
+    return " ".join(sentences)
+
 # %% ../nbs/15_report.ipynb #b8d246d3
 def report_csv(report:Report)->str:
     "The summary as CSV with exactly the report columns."
@@ -170,9 +282,9 @@ def comparison_table(report:Report)->pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "category", "paper shape", "paper grade / 10", "ours", "95% interval", "paper inside interval", "n"])
 
 CALIBRATION_NOTE = ("This is a calibration, not a replication: the paper's numbers are GPT-4's grades (out of 10, shown "
-                    "here divided by 10) of sampled completions, while ours are rubric scores (the fraction of criteria met) "
-                    "of beam-search completions of our prompts. Agreement is a sanity check; disagreement shows where the two "
-                    "scales differ.")
+                    "here divided by 10) of sampled completions of its own prompts, while ours are rubric scores (the fraction "
+                    "of criteria met) of our completions, scored criterion by criterion. Agreement is a sanity check; "
+                    "disagreement shows where the two scales differ.")
 
 # %% ../nbs/15_report.ipynb #e03b7a52
 def agreement_section(agreement:Agreement, # from `compare_raters`, the report's rater as `a`
