@@ -288,3 +288,17 @@ def test_tables_have_named_row_columns(realistic):
     header = table.splitlines()[0]
     assert header.startswith("| criterion | TinyStories-1M (3.7M params) |")
     assert "Plot D: The story maintains focus on the central conflict/theme without random diversions" in table
+
+
+def test_saving_the_post_in_the_lab_keeps_its_parameters_tag(tmp_path, monkeypatch):
+    "JupyterLab's save hook cleans a post as nbdev-clean does; the `parameters` tag must survive it (pyproject's allowed_cell_metadata_keys)."
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from test_panel import lab_settings
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path/"jupyter-data"))
+    (tmp_path/"project"/"posts"/"a-post").mkdir(parents=True)
+    manager = FileContentsManager(root_dir=str(tmp_path/"project"), pre_save_hook=lab_settings().ContentsManager.pre_save_hook)
+    committed = BASELINES.read_bytes()
+    manager.save({"type": "notebook", "format": "json", "content": json.loads(committed)}, "posts/a-post/index.ipynb")
+    saved = tmp_path/"project"/"posts"/"a-post"/"index.ipynb"
+    assert saved.read_bytes() == committed
+    assert [c.source for c in nbformat.read(saved, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
