@@ -4,6 +4,7 @@ The hand-made set (`HAND`) is small enough to check every number by hand; the co
 expected values show the arithmetic.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -235,8 +236,9 @@ def test_wide_summary_formats_cells(hand_summary):
     table = wide_summary(hand_summary, "category", model_labels([ONE, EIGHT], model_params(HAND, TARGETS)))
     assert list(table.columns) == ["TinyStories-1M (3.7M params)", "TinyStories-8M (19.7M params)"]
     assert table.loc["Reasoning", "TinyStories-8M (19.7M params)"] == "—"
-    assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1"
-    assert table.loc["Grammar", "TinyStories-8M (19.7M params)"] == "1.00 [1.00, 1.00] n=9"
+    # one and two prompts: fewer than MIN_INTERVAL_PROMPTS, so no interval (a zero-width one would look precise)
+    assert table.loc["Factual Knowledge", "TinyStories-1M (3.7M params)"] == "0.00 n=1, interval not meaningful (1 prompt)"
+    assert table.loc["Grammar", "TinyStories-8M (19.7M params)"] == "1.00 n=9, interval not meaningful (2 prompts)"
 
 
 # Figures
@@ -309,3 +311,42 @@ def test_explorer_drills_from_a_cell_to_its_completions():
     explorer.select(category=None, criterion=None, model=None)
     explorer.disagreement_box.value = True
     assert set(explorer.matches.completion_id) == set(disagreeing_scores(TWO_RATERS).completion_id)
+
+
+def test_the_explore_notebook_opens_on_the_rater_with_most_scores(tmp_path):
+    "nbs/explore.ipynb run as a researcher runs it: the explorer over the workbook's store, on the rater with most scores, or a plain message."
+    import json, os, shutil
+    import nbformat
+    from nbclient import NotebookClient
+    from tinyscale.completions import load_completions
+    from tinyscale.store import ScoreStore
+    from tinyscale.wide import import_wide_csv
+    from tinyscale.prompts import load_prompts
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(root):
+        env = {k: v for k, v in os.environ.items() if k != "TINYSCALE_RATER"}
+        env.update(TINYSCALE_ROOT=str(root), HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+        notebook = nbformat.read(repo/"nbs"/"explore.ipynb", as_version=4)
+        NotebookClient(notebook, timeout=300, kernel_name="python3", store_widget_state=True,
+                       resources={"metadata": {"path": str(repo/"nbs")}}).execute(env=env)
+        assert not [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        return notebook
+
+    for folder in ("empty", "scored"):
+        (tmp_path/folder/"data").mkdir(parents=True)
+        for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(repo/"data"/name, tmp_path/folder/"data"/name)
+    empty = run(tmp_path/"empty")
+    assert "No scores to explore yet" in json.dumps(empty.cells[-1].outputs)
+    root = tmp_path/"scored"
+    store = ScoreStore(root/"scores", completions=load_completions(root/"data"/"completions"), rubric=RUBRIC)
+    import_wide_csv(repo/"tests"/"fixtures"/"analysis_wide_scores.csv", "bo", store, root/"data"/"completions", prompts=load_prompts())
+    store = ScoreStore(root/"scores", completions=load_completions(root/"data"/"completions"), rubric=RUBRIC)
+    first = store.current("bo").iloc[:5]
+    store.set_scores(first[["completion_id", "criterion", "score"]].to_dict("records"), "ada")  # ada: fewer scores, first by name
+    scored = run(root)
+    state = scored.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    rater, = [m["state"] for m in state.values() if m["state"].get("description") == "rater"]
+    assert rater["_options_labels"] == ["ada", "bo"] and rater["index"] == 1  # bo, who has the most scores
+    buttons = [m["state"]["description"] for m in state.values() if m["model_name"] == "ButtonModel"]
+    assert sum(" n=" in b for b in buttons) == 18 * 3  # every cell of the table shows its n

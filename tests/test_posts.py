@@ -23,6 +23,7 @@ from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore
 from tinyscale.wide import import_wide_csv
 from tinyscale.prompts import load_prompts
+from tinyscale.analysis import format_cell
 from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watch_notes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,10 +99,13 @@ def test_baselines_post_shows_the_report(executed):
     assert headline(report) in markdown
     assert "\n".join(f"- {note}" for note in watch_notes(report)) in markdown
     assert CALIBRATION_NOTE in markdown
-    html = "\n".join(outputs(notebook, "text/html"))
-    for row in report.summary[report.summary.level != "criterion"].itertuples():
-        if row.n: assert f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.n}" in html
-    assert "—" in html  # the fixture's TinyStories-28M has no Reasoning scores
+    tables = "\n".join(markdown)
+    for row in report.summary[report.summary.level != "criterion"].itertuples():  # each cell as the report formats it
+        if row.n: assert format_cell(row.mean, row.ci_low, row.ci_high, row.n, prompts=row.prompts) in tables
+    assert "interval not meaningful (4 prompts)" in tables  # the fixture has 4 prompts per category: no interval from so few
+    assert "| category | TinyStories-1M (3.7M params) |" in tables  # row names in a named column, not a pandas index
+    assert not outputs(notebook, "text/html")
+    assert "—" in tables  # the fixture's TinyStories-28M has no Reasoning scores
     assert len(outputs(notebook, "image/png")) == 4
 
 

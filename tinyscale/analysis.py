@@ -14,12 +14,13 @@ from .core import TinyscaleError, canonical_json, text_hash
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 
 # %% auto #0
-__all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'DIFFERENCE_COLUMNS',
-           'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores', 'short_name', 'format_params',
-           'model_params', 'model_order', 'model_labels', 'bootstrap_interval', 'criterion_cells', 'prompt_totals',
-           'summary_table', 'format_cell', 'row_name', 'wide_summary', 'format_number', 'format_percent',
-           'format_score', 'markdown_table', 'json_records', 'paired_differences', 'model_pairs', 'paper_label',
-           'paper_shape', 'paper_comparison', 'example_scores']
+__all__ = ['SCORE_COLUMNS', 'BOOTSTRAP_RESAMPLES', 'CONFIDENCE', 'LEVELS', 'REPORT_COLUMNS', 'MIN_INTERVAL_PROMPTS',
+           'DIFFERENCE_COLUMNS', 'PAPER_CATEGORIES', 'COMPARISON_COLUMNS', 'EXAMPLE_MODELS', 'check_scores',
+           'short_name', 'format_params', 'model_params', 'model_order', 'model_labels', 'bootstrap_interval',
+           'criterion_cells', 'prompt_totals', 'summary_table', 'interval_meaningful', 'not_meaningful_text',
+           'meaningful_intervals', 'prompt_slots', 'format_cell', 'row_name', 'wide_summary', 'format_number',
+           'format_percent', 'format_score', 'markdown_table', 'json_records', 'paired_differences', 'model_pairs',
+           'paper_label', 'paper_shape', 'paper_comparison', 'example_scores']
 
 # %% ../nbs/08_analysis.ipynb #85f88a0c
 SCORE_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "rater", "score")
@@ -189,10 +190,37 @@ def summary_table(scores:pd.DataFrame, # tidy scores of one rater
     columns = [*REPORT_COLUMNS, "prompts"]
     return pd.DataFrame(rows, columns=columns).astype({"n": int, "prompts": int})
 
+# %% ../nbs/08_analysis.ipynb #2b6ba645
+MIN_INTERVAL_PROMPTS = 5  # a cell needs at least this many prompt slots for its interval to be shown
+
+def interval_meaningful(prompts)->bool:
+    "Whether a cell of `prompts` prompt slots has an interval worth showing."
+    return prompts is not None and not (isinstance(prompts, float) and math.isnan(prompts)) and int(prompts) >= MIN_INTERVAL_PROMPTS
+
+def not_meaningful_text(prompts:int, shared:bool=False)->str:
+    "What a table says instead of an interval from too few prompts: `interval not meaningful (2 prompts)`."
+    prompts = int(prompts)
+    return f"interval not meaningful ({prompts} {'shared ' if shared else ''}prompt{'' if prompts == 1 else 's'})"
+
+def meaningful_intervals(table:pd.DataFrame)->pd.DataFrame:
+    "A copy of a summary (or differences) table with `ci_low`/`ci_high` blanked where a cell has fewer than `MIN_INTERVAL_PROMPTS` prompts."
+    table = table.copy()
+    few = ~table["prompts"].map(interval_meaningful).astype(bool)
+    table.loc[few, ["ci_low", "ci_high"]] = math.nan
+    return table
+
+def prompt_slots(scores:pd.DataFrame)->int:
+    "The number of prompt slots in a score table (the bootstrap's units), not the number of prompt ids."
+    column = "prompt_unit" if "prompt_unit" in scores.columns else "prompt_id"
+    return int(scores[column].nunique())
+
 # %% ../nbs/08_analysis.ipynb #654c14c7
-def format_cell(mean:float, low:float, high:float, n:int, digits:int=2)->str:
-    "A mean with its interval and count: `0.50 [0.00, 1.00] n=3`."
+def format_cell(mean:float, low:float, high:float, n:int, digits:int=2,
+                prompts:int|None=None, # the cell's prompt slots: under `MIN_INTERVAL_PROMPTS` the interval is called not meaningful
+               )->str:
+    "A mean with its interval and count: `0.50 [0.00, 1.00] n=3`, or `0.50 n=3, interval not meaningful (2 prompts)`."
     if not n or mean is None or math.isnan(mean): return "—"
+    if prompts is not None and not interval_meaningful(prompts): return f"{mean:.{digits}f} n={n}, {not_meaningful_text(prompts)}"
     interval = f" [{low:.{digits}f}, {high:.{digits}f}]" if not (math.isnan(low) or math.isnan(high)) else ""
     return f"{mean:.{digits}f}{interval} n={n}"
 
@@ -217,7 +245,7 @@ def wide_summary(summary:pd.DataFrame, # from `summary_table`
     labels = labels or {m: m for m in models}
     rows = {}
     for (category, criterion), cells in part.groupby(["category", "criterion"], sort=False):
-        by_model = {r.model: format_cell(r.mean, r.ci_low, r.ci_high, r.n, digits) for r in cells.itertuples()}
+        by_model = {r.model: format_cell(r.mean, r.ci_low, r.ci_high, r.n, digits, getattr(r, "prompts", None)) for r in cells.itertuples()}
         rows[row_name(category, criterion, rubric)] = {labels.get(m, m): by_model.get(m, "—") for m in models}
     return pd.DataFrame.from_dict(rows, orient="index", columns=[labels.get(m, m) for m in models])
 

@@ -14,11 +14,14 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from .core import TinyscaleError
 from .rubric import CATEGORIES, Rubric
+from .completions import load_completions
+from .store import ScoreStore
 from .analysis import SCORE_COLUMNS, format_score, model_order, model_labels, short_name, _natural_key
 
 # %% auto #0
-__all__ = ['ANY', 'COMPLETION_COLUMNS', 'filter_scores', 'choices', 'disagreeing_scores', 'matching_completions',
-           'completion_scores', 'completion_html', 'cell_means', 'cell_color', 'Explorer']
+__all__ = ['ANY', 'COMPLETION_COLUMNS', 'NOTE_COLUMNS', 'SELECTED_BORDER', 'filter_scores', 'choices', 'disagreeing_scores',
+           'matching_completions', 'completion_scores', 'completion_notes', 'differing_criteria', 'completion_html',
+           'cell_means', 'cell_color', 'default_rater', 'cell_text', 'Explorer', 'explore']
 
 # %% ../nbs/10_explorer.ipynb #74ce3abd
 ANY = None  # a filter left open
@@ -97,12 +100,28 @@ def completion_scores(scores:pd.DataFrame, completion_id:str)->pd.DataFrame:
     return _sorted(rows, lambda r: (_natural_key(str(r["criterion"])), str(r["rater"])))[columns]
 
 # %% ../nbs/10_explorer.ipynb #18e9bbff
-def completion_html(scores:pd.DataFrame, completion_id:str, rubric:Rubric|None=None, labels:dict|None=None)->str:
-    "An HTML card for one completion with every rater's scores and notes."
+NOTE_COLUMNS = ("completion_id", "rater", "note")
+
+def completion_notes(store:ScoreStore)->pd.DataFrame:
+    "Every rater's latest note on each completion (`ScoreStore.notes`), one row per (completion, rater)."
+    rows = [dict(completion_id=cid, rater=rater, note=note) for rater in store.raters() for cid, note in store.notes(rater).items()]
+    return pd.DataFrame(rows, columns=list(NOTE_COLUMNS))
+
+def differing_criteria(scores:pd.DataFrame, completion_id:str)->list[str]:
+    "The criteria of one completion that two or more raters scored differently, in reading order."
+    rows = scores[scores["completion_id"] == completion_id]
+    spread = rows.groupby("criterion")["score"].agg(["nunique", "count"])
+    return sorted(spread[(spread["count"] > 1) & (spread["nunique"] > 1)].index, key=lambda c: _natural_key(str(c)))
+
+def completion_html(scores:pd.DataFrame, completion_id:str, rubric:Rubric|None=None, labels:dict|None=None,
+                    notes:pd.DataFrame|None=None, # raters' notes on completions (`completion_notes`)
+                   )->str:
+    "An HTML card for one completion with every rater's scores, the criteria they differ on, and their notes."
     rows = scores[scores["completion_id"] == completion_id]
     if not len(rows): raise TinyscaleError(f"completion {completion_id!r} has no scores")
     first, e = rows.iloc[0], html.escape
     model = (labels or {}).get(first["model"], short_name(first["model"]))
+    differ = differing_criteria(scores, completion_id)
     lines = []
     for row in completion_scores(scores, completion_id).itertuples():
         text = ""
@@ -111,15 +130,23 @@ def completion_html(scores:pd.DataFrame, completion_id:str, rubric:Rubric|None=N
             except TinyscaleError: pass
         note = getattr(row, "note", None)
         note = "" if note is None or (isinstance(note, float) and math.isnan(note)) else note
-        lines.append(f"<tr><td><b>{e(str(row.criterion))}</b> {e(text)}</td><td>{e(str(row.rater))}</td>"
+        differs = row.criterion in differ
+        mark = "<span title='raters differ' style='color:#b45309;font-weight:bold'>≠</span> " if differs else ""
+        shade = " style='background:#fff3cd'" if differs else ""
+        lines.append(f"<tr{shade}><td>{mark}<b>{e(str(row.criterion))}</b> {e(text)}</td><td>{e(str(row.rater))}</td>"
                      f"<td style='text-align:center'>{format_score(row.score)}</td><td>{e(str(note))}</td></tr>")
     prompt = e(str(first.get("prompt", "") or ""))
     completion = e(str(first.get("completion", "") or ""))
+    differ_line = (f"<div style='color:#b45309'><b>≠ Raters differ on {len(differ)} criteri{'on' if len(differ) == 1 else 'a'}:</b> "
+                   f"{e(', '.join(map(str, differ)))}</div>") if differ else ""
+    mine = notes[notes["completion_id"] == completion_id] if notes is not None and len(notes) else pd.DataFrame(columns=list(NOTE_COLUMNS))
+    notes_block = ("<div style='margin:4px 0'><b>Notes:</b> " + "; ".join(f"<i>{e(str(r.rater))}</i>: {e(str(r.note))}"
+                                                                   for r in mine.sort_values("rater").itertuples()) + "</div>") if len(mine) else ""
     return (f"<div style='border:1px solid #ccc;border-radius:6px;padding:8px;margin:6px 0'>"
             f"<div style='color:#555'>{e(str(first['prompt_id']))} · {e(str(first['category']))} · {e(model)} · <code>{e(completion_id)}</code></div>"
             f"<div style='white-space:pre-wrap;margin-top:4px'><b>Prompt:</b> {prompt}</div>"
             f"<div style='white-space:pre-wrap;background:#f3f7fb;border-left:3px solid #3182bd;padding:4px 6px;margin:4px 0'>{completion}</div>"
-            f"<table><tr><th style='text-align:left'>criterion</th><th>rater</th><th>score</th><th style='text-align:left'>note</th></tr>"
+            f"{notes_block}{differ_line}<table><tr><th style='text-align:left'>criterion</th><th>rater</th><th>score</th><th style='text-align:left'>note</th></tr>"
             + "".join(lines) + "</table></div>")
 
 # %% ../nbs/10_explorer.ipynb #c58d6381
@@ -137,21 +164,34 @@ def cell_color(mean:float, cmap:str="viridis")->tuple[str, str]:
 
 # %% ../nbs/10_explorer.ipynb #456ddf51
 _ANY_LABEL = "(any)"
+SELECTED_BORDER = "3px solid #d62728"
+
+def default_rater(scores:pd.DataFrame)->str:
+    "The rater with the most scores (ties: the first by name): the one whose table the explorer opens on."
+    counts = scores.groupby("rater").size()
+    return sorted(counts.index, key=lambda r: (-counts[r], r))[0]
+
+def cell_text(mean:float, n:int)->str:
+    "What a cell of the explorer's table reads: `0.50 n=8`, `— n=0`."
+    return f"{'—' if mean is None or math.isnan(mean) else f'{mean:.2f}'} n={n}"
 
 class Explorer:
     "Pick category → criterion → model → score (or click a table cell) and read the matching completions."
     def __init__(self, scores:pd.DataFrame, # tidy scores, any number of raters (`ScoreStore.current()`)
                  rubric:Rubric|None=None, # shows each criterion's text
-                 rater:str|None=None, # whose scores the table and the score filter use (default: the first)
-                 page_size:int=5):
+                 rater:str|None=None, # whose scores the table and the score filter use (default: the one with most scores)
+                 page_size:int=5,
+                 notes:pd.DataFrame|None=None, # raters' notes on completions, shown on the cards (`completion_notes`)
+                ):
         _check_columns(scores)
         if not len(scores): raise TinyscaleError("no scores to explore yet")
         self.scores, self.rubric, self.page_size = scores.reset_index(drop=True), rubric, page_size
+        self.notes = notes
         self.raters = sorted(self.scores["rater"].unique())
         if rater is not None and rater not in self.raters:
             raise TinyscaleError(f"rater {rater!r} has no scores (raters: {', '.join(self.raters)})")
         self.labels = model_labels(choices(self.scores, "model"), _params(self.scores))
-        self.selection = dict(category=ANY, criterion=ANY, model=ANY, score=ANY, rater=rater or self.raters[0],
+        self.selection = dict(category=ANY, criterion=ANY, model=ANY, score=ANY, rater=rater or default_rater(self.scores),
                               only_disagreements=False)
         self.page_number, self._updating = 0, False
         self._build()
@@ -250,14 +290,26 @@ class Explorer:
             buttons = [widgets.HTML(f"{html.escape(category)} {html.escape(criterion)}", layout=widgets.Layout(width="160px"))]
             for model in models:
                 mean, n = cells["mean"].get((category, criterion, model), math.nan), cells["n"].get((category, criterion, model), 0)
-                button = widgets.Button(description="—" if math.isnan(mean) else f"{mean:.2f}", layout=widgets.Layout(width="150px"),
+                button = widgets.Button(description=cell_text(mean, n), layout=widgets.Layout(width="150px"),
                                         tooltip=f"{category} {criterion} · {self.labels.get(model, model)}: n={n}")
                 button.style.button_color, button.style.text_color = cell_color(mean)
                 button.cell = (category, criterion, model)
+                button.selected = self._is_selected(button.cell)
+                if button.selected: button.layout.border = SELECTED_BORDER
                 button.on_click(lambda b: self.select_cell(*b.cell))
                 buttons.append(button)
             rows.append(widgets.HBox(buttons))
         self.grid.children = rows
+
+    def _is_selected(self, cell:tuple)->bool:
+        "Whether a cell of the table is the one the selection names (its category, criterion and model all picked)."
+        s = self.selection
+        return s["criterion"] is not None and s["model"] is not None and (s["category"] in (None, cell[0])) and (s["criterion"], s["model"]) == cell[1:]
+
+    @property
+    def selected_cell(self)->tuple|None:
+        "The (category, criterion, model) outlined in the table, or None."
+        return next((b.cell for row in self.grid.children[1:] for b in row.children[1:] if b.selected), None)
 
     def _render_cards(self):
         matches = self.matches
@@ -265,10 +317,23 @@ class Explorer:
         shown = matches.iloc[start:start + self.page_size]
         self.status.value = (f"{len(matches)} completion(s) match; showing {start + 1}–{start + len(shown)}" if len(shown)
                              else "no completion matches this selection")
-        self.cards.value = "".join(completion_html(self.scores, cid, self.rubric, self.labels) for cid in shown["completion_id"])
+        self.cards.value = "".join(completion_html(self.scores, cid, self.rubric, self.labels, self.notes) for cid in shown["completion_id"])
         self.previous_button.disabled = self.page_number == 0
         self.next_button.disabled = start + self.page_size >= len(matches)
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/10_explorer.ipynb #ea452d88
+def explore(store:ScoreStore|None=None, # default: `scores/` over `data/completions`
+            rater:str|None=None, # whose table to open on (default: the rater with the most scores)
+            page_size:int=5)->Explorer|widgets.HTML:
+    "The explorer over every rater's current scores and notes in `store`, or a message when there are no scores yet."
+    store = store if store is not None else ScoreStore(completions=load_completions())
+    scores = store.current()
+    if not len(scores):
+        return widgets.HTML(f"<b>No scores to explore yet</b> in <code>{html.escape(str(store.folder))}</code>. Score completions in "
+                            f"<code>nbs/score.ipynb</code> (or import a score file: <code>tinyscale scores import FILE --rater NAME</code>), "
+                            f"then rerun this notebook.")
+    return Explorer(scores, store.rubric, rater, page_size, notes=completion_notes(store))

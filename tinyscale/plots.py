@@ -1,4 +1,4 @@
-"""The four figures of a report — category bars, criterion heatmap, scaling curve, and ours-vs-paper — each a function from tables to a matplotlib Figure.
+"""The four figures of a report — category bars, criterion heatmap, scaling curve, and ours-vs-paper — each a function from tables to a matplotlib Figure, with one colour per model across all of them.
 
 Docs: https://tinyscale.github.io/tinyscale/plots.html.md"""
 
@@ -6,22 +6,24 @@ Docs: https://tinyscale.github.io/tinyscale/plots.html.md"""
 
 # %% ../nbs/09_plots.ipynb #c5dc491b
 from __future__ import annotations
-import io, textwrap
+import io, math, textwrap
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 from .core import TinyscaleError
 from .rubric import Rubric
-from .analysis import format_params, model_order, short_name
+from .analysis import MIN_INTERVAL_PROMPTS, format_params, model_order, short_name
 
 # %% auto #0
-__all__ = ['CATEGORY_COLORS', 'KNOWN_MODEL_COLORS', 'OTHER_MODEL_COLORS', 'MODEL_MARKERS', 'PAPER_COLOR', 'SCORE_AXIS',
-           'model_colors', 'category_color', 'figure_bytes', 'ReportFigure', 'new_figure', 'settle', 'wrap_label',
-           'category_bars', 'criterion_heatmap', 'scaling_curve', 'paper_scatter', 'report_figures']
+__all__ = ['CATEGORY_COLORS', 'KNOWN_MODEL_COLORS', 'OTHER_MODEL_COLORS', 'MODEL_MARKERS', 'PAPER_COLOR', 'RELEASED_PREFIX',
+           'SCORE_AXIS', 'PANELS_PER_ROW', 'PAPER_LABEL', 'CATEGORY_MARKERS', 'model_colors', 'category_color',
+           'figure_bytes', 'ReportFigure', 'new_figure', 'settle', 'wrap_label', 'model_tick_label', 'footnote',
+           'whiskers', 'category_bars', 'criterion_heatmap', 'scaling_curve', 'paper_scatter', 'report_figures']
 
 # %% ../nbs/09_plots.ipynb #f44c7bfe
 CATEGORY_COLORS = {"Grammar": "#4C72B0", "Creativity": "#DD8452", "Plot": "#55A868",
@@ -32,12 +34,18 @@ OTHER_MODEL_COLORS = ("#E377C2", "#17BECF", "#BCBD22", "#FF7F0E", "#2CA02C", "#D
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
 PAPER_COLOR = "#222222"
 
+RELEASED_PREFIX = "roneneldan/"  # the released TinyStories models' Hub owner
+
 def model_colors(models:list[str])->dict[str, str]:
-    "A colour per model: fixed for the TinyStories sizes, from a palette (in the order given) for others."
-    colors, others = {}, iter(OTHER_MODEL_COLORS * (1 + len(models) // len(OTHER_MODEL_COLORS)))
-    for model in models:
-        colors[model] = KNOWN_MODEL_COLORS.get(short_name(model)) or next(others)
-    return colors
+    "A colour per model: the TinyStories sizes' blues (once per size, the released model first), a palette colour for every other model."
+    models = list(dict.fromkeys(models))
+    first = sorted(models, key=lambda m: not str(m).startswith(RELEASED_PREFIX))  # stable: otherwise in the order given
+    blue = {}
+    for model in first:
+        known = KNOWN_MODEL_COLORS.get(short_name(model))
+        if known and known not in blue.values(): blue[model] = known
+    others = iter(OTHER_MODEL_COLORS * (1 + len(models) // len(OTHER_MODEL_COLORS)))
+    return {m: blue[m] if m in blue else next(others) for m in models}
 
 def category_color(category:str)->str:
     "The colour of a category (grey for one outside the rubric)."
@@ -74,6 +82,48 @@ def wrap_label(text:str, width:int=12)->str:
 
 def _models(summary:pd.DataFrame)->list[str]: return list(dict.fromkeys(summary["model"]))
 
+def _colors(colors:dict|None, models:list[str])->dict[str, str]:
+    "The colours handed to a figure, completed for any model they lack."
+    colors = dict(colors or {})
+    missing = [m for m in models if m not in colors]
+    if missing: colors.update({m: c for m, c in model_colors(list(colors) + missing).items() if m in missing})
+    return colors
+
+def model_tick_label(label:str, width:int=16)->str:
+    "A model's label on lines of about `width` characters: the name broken after `/` where it is long, the size on its own line."
+    name, _, size = label.partition(" (")
+    lines, line = [], ""
+    for part in name.replace("/", "/\n").split("\n"):
+        if line and len(line) + len(part) > width: lines.append(line); line = part
+        else: line += part
+    lines.append(line)
+    return "\n".join(lines + ([f"({size}"] if size else []))
+
+def footnote(figure:Figure, lines:list[str])->None:
+    "Notes under a figure, in a band the layout keeps free for them."
+    lines = [line for line in lines if line]
+    if not lines: return
+    band = (0.022 * len(lines) + 0.012) * 4.5 / figure.get_figheight()
+    figure.get_layout_engine().set(rect=(0, band, 1, 1 - band))
+    figure.text(0.01, 0.008, "\n".join(lines), fontsize=8, color="#555555", va="bottom")
+
+def _interval_note(part:pd.DataFrame)->str|None:
+    "A footnote for cells drawn without an interval because they rest on too few prompts."
+    if "prompts" not in part.columns: return None
+    few = part[(part["n"] > 0) & (part["prompts"] < MIN_INTERVAL_PROMPTS)]
+    if not len(few): return None
+    return (f"No interval where a mean rests on fewer than {MIN_INTERVAL_PROMPTS} prompts "
+            f"({len(few)} of {int((part['n'] > 0).sum())} means here): too few to resample.")
+
+def _with_interval(rows:pd.DataFrame)->pd.Series:
+    "The means that have an interval, NaN elsewhere: a whisker is drawn only where there is an interval (no stray caps)."
+    return rows["mean"].where(rows["ci_low"].notna() & rows["ci_high"].notna())
+
+def whiskers(ax)->int:
+    "How many interval whiskers an axis draws (for tests of what a figure shows)."
+    return sum(len(s) > 0 for c in ax.containers if getattr(c, "has_yerr", False) for lines in c.lines[2:] for coll in lines
+               for s in coll.get_segments())
+
 def _errors(means, lows, highs)->np.ndarray:
     "Whisker lengths below and above each mean; 0 where there is no interval."
     means, lows, highs = (np.asarray(a, dtype=float) for a in (means, lows, highs))
@@ -86,12 +136,13 @@ SCORE_AXIS = "Mean score (0 = fail, 1 = success on every criterion)"
 def category_bars(summary:pd.DataFrame, # from `summary_table`
                   comparison:pd.DataFrame|None=None, # from `paper_comparison`: adds the paper's targets
                   labels:dict|None=None, # display names per model (`model_labels`)
+                  colors:dict|None=None, # a colour per model (`model_colors` of all the report's models)
                  )->Figure:
     "Grouped bars of each model's category means with interval whiskers and the paper's targets as markers."
     part = summary[summary["level"] == "category"]
     if not len(part): raise TinyscaleError("no category means to plot")
     models, categories = _models(summary), list(dict.fromkeys(part["category"]))
-    labels, colors = labels or {m: short_name(m) for m in models}, model_colors(models)
+    labels, colors = labels or {m: short_name(m) for m in models}, _colors(colors, models)
     figure = new_figure(max(7, 1.4 * len(categories) + 3), 4.5)
     ax = figure.add_subplot()
     width = 0.8 / len(models)
@@ -100,7 +151,7 @@ def category_bars(summary:pd.DataFrame, # from `summary_table`
         x = np.arange(len(categories)) + (i - (len(models) - 1) / 2) * width
         rows = cells.reindex([(c, model) for c in categories])
         ax.bar(x, rows["mean"].fillna(0), width, color=colors[model], label=labels.get(model, model), edgecolor="white", linewidth=0.5)
-        ax.errorbar(x, rows["mean"], yerr=_errors(rows["mean"], rows["ci_low"], rows["ci_high"]),
+        ax.errorbar(x, _with_interval(rows), yerr=_errors(rows["mean"], rows["ci_low"], rows["ci_high"]),
                     fmt="none", ecolor="#333333", elinewidth=1, capsize=2)
         for position, mean in zip(x, rows["mean"]):  # a missing bar must not read as a mean of 0
             if np.isnan(mean): ax.text(position, 0.01, "not scored", rotation=90, ha="center", va="bottom", fontsize=7, color="#777777")
@@ -116,45 +167,57 @@ def category_bars(summary:pd.DataFrame, # from `summary_table`
     order = sorted(range(len(names)), key=lambda i: names[i].startswith("Paper"))  # models first, the paper last
     ax.legend([handles[i] for i in order], [names[i] for i in order], loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
+    footnote(figure, [_interval_note(part)])
     return settle(figure)
 
 # %% ../nbs/09_plots.ipynb #bc5f7363
-def _criterion_names(part:pd.DataFrame, rubric:Rubric|None, width:int=44)->list[str]:
+def _criterion_names(part:pd.DataFrame, rubric:Rubric|None, width:int=46)->list[str]:
+    "Each row's name with the criterion's whole text, wrapped onto lines of about `width` characters."
     names = []
     for category, criterion in dict.fromkeys(zip(part["category"], part["criterion"])):
         name = f"{category} {criterion}"
         if rubric is not None:
             try: text = rubric.get(category, criterion).text
             except TinyscaleError: text = ""
-            if text: name += ": " + (text if len(text) <= width else text[:width - 1].rstrip() + "…")
-        names.append(name)
+            if text: name += ": " + text
+        names.append(textwrap.fill(name, width, break_long_words=False, subsequent_indent="  "))
     return names
 
 def criterion_heatmap(summary:pd.DataFrame, # from `summary_table`
                       labels:dict|None=None, # display names per model
                       rubric:Rubric|None=None, # adds each criterion's text to its row
-                      cmap:str="viridis")->Figure:
+                      cmap:str="viridis",
+                      colors:dict|None=None, # a colour per model, drawn under its name
+                     )->Figure:
     "A criteria × models heatmap of mean scores, each cell annotated with its value."
     part = summary[summary["level"] == "criterion"]
     if not len(part): raise TinyscaleError("no criterion means to plot")
     models = _models(summary)
-    labels = labels or {m: short_name(m) for m in models}
+    labels, colors = labels or {m: short_name(m) for m in models}, _colors(colors, models)
     keys = list(dict.fromkeys(zip(part["category"], part["criterion"])))
     values = part.set_index(["category", "criterion", "model"])["mean"]
     grid = np.array([[values.get((c, k, m), np.nan) for m in models] for c, k in keys], dtype=float)
-    figure = new_figure(4.5 + 1.6 * len(models), 1.2 + 0.34 * len(keys))
+    names = _criterion_names(part, rubric)
+    lines = sum(name.count("\n") + 1 for name in names)
+    figure = new_figure(5.2 + 1.25 * len(models), 1.6 + 0.2 * lines + 0.12 * len(keys))
     ax = figure.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=colormaps[cmap].with_extremes(bad="#eeeeee"), vmin=0, vmax=1, aspect="auto")
     for (row, column), value in np.ndenumerate(grid):
         dark = not np.isnan(value) and value < 0.6
         ax.text(column, row, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=9,
                 color="white" if dark else "black")
-    ax.set_xticks(range(len(models)), [labels.get(m, m).replace(" (", "\n(") for m in models])
-    ax.set_yticks(range(len(keys)), _criterion_names(part, rubric))
+    ax.set_xticks(range(len(models)), [model_tick_label(labels.get(m, m)) for m in models], fontsize=8.5)
+    for column, model in enumerate(models):  # a strip of the model's colour over its column, as in every other figure
+        ax.add_patch(Rectangle((column - 0.45, -0.5 - 0.22), 0.9, 0.16, facecolor=colors[model], edgecolor="none", clip_on=False))
+    ax.set_yticks(range(len(keys)), names, fontsize=8.5)
+    categories = [c for c, _ in keys]
+    for row in range(1, len(keys)):
+        if categories[row] != categories[row - 1]: ax.axhline(row - 0.5, color="white", linewidth=3)
     ax.tick_params(length=0)
+    ax.tick_params(axis="x", pad=9)
     ax.xaxis.tick_top()
     for spine in ax.spines.values(): spine.set_visible(False)
-    figure.colorbar(image, ax=ax, label="Mean score (0–1)", shrink=0.6)
+    figure.colorbar(image, ax=ax, label="Mean score (0 = fail, 1 = success)", shrink=min(0.6, 6 / max(len(keys), 1)), aspect=15)
     ax.set_title("Mean score per criterion", pad=12)
     return settle(figure)
 
@@ -164,69 +227,107 @@ def _params_axis(ax)->None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_params(x)))
     ax.xaxis.set_minor_locator(NullLocator())
 
+def _spread(sizes:dict)->dict:
+    "Each model's place on the size axis: models of one size spread a little apart (on the log scale) so their points do not overlap."
+    by_size = {}
+    for model, size in sizes.items(): by_size.setdefault(size, []).append(model)
+    return {m: size * 1.09 ** (i - (len(same) - 1) / 2) for size, same in by_size.items() for i, m in enumerate(same)}
+
+PANELS_PER_ROW = 4
+PAPER_LABEL = "Paper: GPT-4 grade / 10"
+
 def scaling_curve(summary:pd.DataFrame, # from `summary_table`
                   params:dict, # parameter counts per model (`model_params`)
                   targets:pd.DataFrame|None=None, # from `load_paper_targets`: adds the paper's points
+                  labels:dict|None=None, # display names per model
+                  colors:dict|None=None, # a colour per model (`model_colors` of all the report's models)
                  )->Figure:
-    "Category means (with intervals) against parameter count on a log axis, with the paper's points."
+    "Mean score against parameter count, a panel for all criteria and one per category: each model a point in its colour, the paper a dashed line."
     models = [m for m in _models(summary) if params.get(m)]
     if not models: raise TinyscaleError("no model has a known parameter count; the scaling curve needs them")
+    colors = _colors(colors, _models(summary))
     models = model_order(models, params)
-    figure = new_figure(8, 4.8)
-    ax = figure.add_subplot()
-    x = np.array([params[m] for m in models], dtype=float)
-    lines = [("overall", "", "All criteria", "black")] + [("category", c, c, category_color(c)) for c in
-                                                          dict.fromkeys(summary.loc[summary["level"] == "category", "category"])]
-    for i, (level, category, name, color) in enumerate(lines):
+    labels = labels or {m: short_name(m) for m in models}
+    x = _spread({m: float(params[m]) for m in models})
+    panels = [("overall", "", "All criteria")] + [("category", c, c) for c in dict.fromkeys(summary.loc[summary["level"] == "category", "category"])]
+    columns = min(PANELS_PER_ROW, len(panels) + 1)
+    rows = math.ceil((len(panels) + 1) / columns)
+    figure = new_figure(2.7 * columns + 0.6, 2.5 * rows + 0.9)
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    paper = None if targets is None else targets.dropna(subset=["target"]).sort_values("params")
+    ticks = sorted({float(params[m]) for m in models} | (set(paper["params"].astype(float)) if paper is not None else set()))
+    for ax, (level, category, name) in zip(axes, panels):
         cells = summary[(summary["level"] == level) & (summary["category"] == category)].set_index("model").reindex(models)
-        # the overall line sits at the true size; categories are spread a little around it so whiskers do not overlap
-        shift = 1 if level == "overall" else 1 + 0.03 * (i - (len(lines) + 1) / 2)
-        ax.errorbar(x * shift, cells["mean"], yerr=_errors(cells["mean"], cells["ci_low"], cells["ci_high"]), color=color, marker="o",
-                    markersize=5, linewidth=2 if level == "overall" else 1.5, capsize=3, label=name)
-    if targets is not None and len(targets):
-        for category, paper in targets.sort_values("params").groupby("category", sort=False):
-            ax.plot(paper["params"], paper["target"], linestyle="--", marker="o", markerfacecolor="white",
-                    color=category_color(category), linewidth=1, alpha=0.9)
-    _params_axis(ax)
-    ax.set_xticks(sorted(set(x) | set(targets["params"] if targets is not None else [])))
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("Parameters (log scale)")
-    ax.set_ylabel(SCORE_AXIS)
-    ax.set_title("Mean score against model size")
-    style = [Line2D([], [], color="grey", marker="o", label="ours (95% interval)"),
-             Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="--", label="paper: GPT-4 grade / 10")]
-    handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles + style, names + [s.get_label() for s in style], loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    left_out = [short_name(m) for m in _models(summary) if not params.get(m)]
-    if left_out: figure.text(0.01, 0.005, "Not shown (size unknown): " + ", ".join(left_out), fontsize=8, color="#555555")
+        theirs = paper[paper["category"] == category] if paper is not None and category else None
+        if theirs is not None and len(theirs):
+            ax.plot(theirs["params"], theirs["target"], linestyle="--", marker="o", markerfacecolor="white", markersize=4,
+                    color=PAPER_COLOR, linewidth=1, label=PAPER_LABEL)
+        for model in models:
+            row = cells.loc[[model]]
+            ax.errorbar([x[model]], _with_interval(row), yerr=_errors(row["mean"], row["ci_low"], row["ci_high"]), fmt="none",
+                        ecolor=colors[model], elinewidth=1.2, capsize=2)
+            ax.plot([x[model]], row["mean"], linestyle="none", marker="o", markersize=6, color=colors[model],
+                    markeredgecolor="#333333", markeredgewidth=0.5, label=labels.get(model, model))
+        ax.set_title(name, fontsize=10)
+        _params_axis(ax)
+        ax.set_xticks(ticks)
+        ax.set_xlim(min(ticks) / 1.35, max(ticks) * 1.35)  # room for the outermost points and their whiskers
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7.5)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", color="#eeeeee", linewidth=0.8)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes[len(panels):]: ax.set_axis_off()
+    for ax in axes[max(0, len(panels) - columns):len(panels)]: ax.xaxis.set_tick_params(labelbottom=True)  # no panel under it
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=6, color=colors[m], markeredgecolor="#333333",
+                      markeredgewidth=0.5, label=labels.get(m, m)) for m in models]
+    handles.append(Line2D([], [], color="#555555", marker="|", markersize=10, linestyle="none", label="ours: 95% interval over prompts"))
+    if paper is not None and len(paper):
+        handles.append(Line2D([], [], linestyle="--", marker="o", markerfacecolor="white", markersize=4, color=PAPER_COLOR, linewidth=1, label=PAPER_LABEL))
+    axes[len(panels)].legend(handles=handles, loc="upper left", frameon=False, fontsize=8.5, borderaxespad=0)
+    left_out = [labels.get(m, short_name(m)) for m in _models(summary) if not params.get(m)]
+    footnote(figure, ["Not shown (size unknown): " + ", ".join(left_out) if left_out else "",
+                      _interval_note(summary[summary["level"].isin(["overall", "category"]) & summary["model"].isin(models)])])
+    figure.suptitle("Mean score against model size", fontsize=12)
+    figure.supxlabel("Parameters (log scale)", fontsize=10)
+    figure.supylabel("Mean score (0 = fail, 1 = success)", fontsize=10)
     return settle(figure)
 
 # %% ../nbs/09_plots.ipynb #e2e39a06
+CATEGORY_MARKERS = {"Grammar": "o", "Creativity": "s", "Plot": "^", "Context-Tracking": "D",
+                    "Factual Knowledge": "v", "Reasoning": "P"}
+
 def paper_scatter(comparison:pd.DataFrame, # from `paper_comparison`
                   labels:dict|None=None, # display names per model
+                  colors:dict|None=None, # a colour per model (`model_colors` of all the report's models)
                  )->Figure:
     "Our category means against the paper's grade/10, with intervals and the diagonal of agreement."
     points = comparison.dropna(subset=["mean"]) if comparison is not None and "mean" in comparison.columns else pd.DataFrame()
     if not len(points): raise TinyscaleError("no category of ours matches a paper grade; nothing to compare")
     models = list(dict.fromkeys(comparison["model"]))
-    labels = labels or {m: short_name(m) for m in models}
-    markers = {m: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, m in enumerate(models)}
+    labels, colors = labels or {m: short_name(m) for m in models}, _colors(colors, models)
+    markers = lambda category: CATEGORY_MARKERS.get(category, "X")
     figure = new_figure(8.2, 5.2)
     ax = figure.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="agreement (ours = paper)")
     for row in points.itertuples():
-        ax.errorbar(row.target, row.mean, yerr=_errors([row.mean], [row.ci_low], [row.ci_high]), fmt=markers[row.model],
-                    color=category_color(row.category), markersize=7, capsize=3)
-    handles = [Line2D([], [], linestyle="none", marker="s", color=category_color(c), label=c) for c in dict.fromkeys(points["category"])]
-    handles += [Line2D([], [], linestyle="none", marker=markers[m], color="#444444", label=labels.get(m, m)) for m in dict.fromkeys(points["model"])]
+        with_interval = not (pd.isna(row.ci_low) or pd.isna(row.ci_high))
+        ax.errorbar(row.target, row.mean if with_interval else np.nan, yerr=_errors([row.mean], [row.ci_low], [row.ci_high]),
+                    fmt="none", ecolor=colors[row.model], elinewidth=1.2, capsize=3)
+        ax.plot(row.target, row.mean, linestyle="none", marker=markers(row.category), markersize=7, color=colors[row.model],
+                markeredgecolor="#333333", markeredgewidth=0.6)
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=7, color=colors[m], markeredgecolor="#333333",
+                      markeredgewidth=0.6, label=labels.get(m, m)) for m in dict.fromkeys(points["model"])]
+    handles += [Line2D([], [], linestyle="none", marker=markers(c), color="#999999", markeredgecolor="#333333", label=c)
+                for c in dict.fromkeys(points["category"])]
     handles += ax.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)
     ax.set_xlim(0, 1); ax.set_ylim(0, 1.05)
+    ax.set_aspect("equal")
     ax.set_xlabel("Paper: GPT-4 grade / 10 (sampled completions)")
-    ax.set_ylabel("Ours: mean rubric score (beam search)")
+    ax.set_ylabel("Ours: mean rubric score")
     ax.set_title("Our scores against the TinyStories paper's grades")
     ax.spines[["top", "right"]].set_visible(False)
+    footnote(figure, [_interval_note(points)])
     return settle(figure)
 
 # %% ../nbs/09_plots.ipynb #30d427d8
@@ -235,12 +336,14 @@ def report_figures(summary:pd.DataFrame, # from `summary_table`
                    params:dict, # parameter counts per model
                    targets:pd.DataFrame|None=None, # paper targets, for the scaling curve
                    labels:dict|None=None, rubric:Rubric|None=None,
+                   colors:dict|None=None, # a colour per model; default `model_colors` of the summary's models
                   )->tuple[dict[str, Figure], dict[str, str]]:
     "The report's figures by file stem, and the reason for each figure left out."
-    makers = {"category_bars": lambda: category_bars(summary, comparison, labels),
-              "criterion_heatmap": lambda: criterion_heatmap(summary, labels, rubric),
-              "scaling_curve": lambda: scaling_curve(summary, params, targets),
-              "ours_vs_paper": lambda: paper_scatter(comparison, labels)}
+    colors = _colors(colors, _models(summary))  # once for all four, so a model has one colour in all of them
+    makers = {"category_bars": lambda: category_bars(summary, comparison, labels, colors),
+              "criterion_heatmap": lambda: criterion_heatmap(summary, labels, rubric, colors=colors),
+              "scaling_curve": lambda: scaling_curve(summary, params, targets, labels, colors),
+              "ours_vs_paper": lambda: paper_scatter(comparison, labels, colors)}
     figures, skipped = {}, {}
     for name, make in makers.items():
         try: figures[name] = make()

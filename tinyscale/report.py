@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
 # %% ../nbs/15_report.ipynb #b072147f
 from __future__ import annotations
-import json, math, shlex, sys
+import itertools, json, math, shlex, sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
@@ -16,18 +16,20 @@ from .core import TinyscaleError, add_options, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
 from .store import ScoreStore, add_store_options, completion_paths, is_judge
-from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores,
-                                format_number, json_records, markdown_table, model_labels, model_order, model_pairs, model_params,
-                                paired_differences, paper_comparison, summary_table, wide_summary)
-from .plots import figure_bytes, report_figures
+from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, MIN_INTERVAL_PROMPTS,
+                                REPORT_COLUMNS, check_scores, format_cell, format_number, interval_meaningful, json_records, markdown_table,
+                                meaningful_intervals, model_labels, model_order, model_pairs, model_params, not_meaningful_text,
+                                paired_differences, paper_comparison, prompt_slots, short_name, summary_table, wide_summary)
+from .plots import figure_bytes, model_colors, report_figures
 from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
                                  reviewed_table)
 
 # %% auto #0
 __all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
-           'add_agreements', 'report_from_store', 'report_csv', 'differences_table', 'comparison_table',
-           'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report', 'headline',
-           'watch_notes', 'add_cli']
+           'add_agreements', 'report_from_store', 'Results', 'results_from_store', 'overall_table',
+           'generation_settings', 'decoding_kinds', 'generation_note', 'report_csv', 'differences_table',
+           'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
+           'headline', 'watch_notes', 'add_cli']
 
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
@@ -69,8 +71,8 @@ class Report:
     agreement_notes: list[str] = field(default_factory=list)  # raters left out of the agreement, with why
     def __repr__(self):
         compared = f"; blind agreement with {', '.join(a.b for a in self.agreements)}" if self.agreements else ""
-        return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions, "
-                f"models {', '.join(self.labels[m] for m in self.models)}{compared})")
+        return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions of "
+                f"{prompt_slots(self.scores)} prompt slots, models {', '.join(self.labels[m] for m in self.models)}{compared})")
 
 def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`); one rater
                  rubric:Rubric|None=None, # lists unscored criteria; default none
@@ -83,9 +85,9 @@ def build_report(scores:pd.DataFrame, # tidy scores (`ScoreStore.current(rater)`
     params = model_params(scores, targets)
     models = model_order(scores["model"].unique(), params)
     settings = dict(seed=seed, n_resamples=n_resamples, confidence=confidence)
-    summary = summary_table(scores, rubric, models, **settings)
+    summary = meaningful_intervals(summary_table(scores, rubric, models, **settings))  # no interval from a handful of prompts
     differences = [paired_differences(scores, model, baseline, rubric, **settings) for model, baseline in model_pairs(models)]
-    differences = pd.concat(differences, ignore_index=True) if differences else pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
+    differences = meaningful_intervals(pd.concat(differences, ignore_index=True)) if differences else pd.DataFrame(columns=list(DIFFERENCE_COLUMNS))
     comparison = paper_comparison(summary, targets, params) if targets is not None else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
     return Report(scores["rater"].iloc[0], scores, summary, differences, comparison, models, params,
                   model_labels(models, params), rubric, targets, **settings)
@@ -137,6 +139,117 @@ def report_from_store(store:str|Path|None=None, # scores folder (default `scores
     # asked-for raters must compare; a judge found by default that shares nothing with the rater is left out with a note
     return add_agreements(report, score_store, others, strict=agreement_with is not None)
 
+# %% ../nbs/15_report.ipynb #f98af06a
+@dataclass
+class Results:
+    "Every person's report from one store and their agreement with each other: what a post shows."
+    reports: list[Report]        # one per person (or the one rater asked for), each with its agreement with the judges
+    agreements: list[Agreement]  # blind agreement of each pair of people
+    notes: list[str]             # raters or pairs left out, with why
+    completions: pd.DataFrame    # the records of the completions scored (how they were made)
+    labels: dict                 # one display name per model, for every report
+    colors: dict                 # one colour per model, for every figure
+    rater: str|None = None       # the rater asked for; None: everyone
+    @property
+    def raters(self)->list[str]: return [r.rater for r in self.reports]
+    def __repr__(self):
+        pairs = f"; {len(self.agreements)} pair(s) of people compared" if self.agreements else ""
+        return f"Results({', '.join(self.raters)}{pairs})"
+
+def results_from_store(store:str|Path|None=None, # scores folder (default `scores/` under the project root)
+                       completions:str|Path|None=None, # completions folder (default `data/completions`)
+                       rater:str|None=None, # one rater only; None: every person
+                       seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                      )->Results:
+    "A report of each person in a store (or of `rater`), each with the judges' blind agreement, and every pair of people compared."
+    folder = Path(store) if store is not None else project_root()/"scores"
+    rubric, targets = load_rubric(), load_paper_targets()
+    score_store = ScoreStore(folder, completions=load_completions(completions), rubric=rubric)
+    raters = score_store.raters()
+    chosen = [choose_rater(raters, rater, str(folder))] if rater is not None or not raters else [r for r in raters if not is_judge(r)] or raters
+    reports, notes, settings = [], [], dict(seed=seed, n_resamples=n_resamples, confidence=confidence)
+    for name in chosen:
+        scores = score_store.current(name)
+        if not len(scores):
+            notes.append(f"{name} left out: every score of {name} was cleared")
+            continue
+        report = build_report(scores, rubric, targets, **settings)
+        reports.append(add_agreements(report, score_store, agreement_raters(raters, name, None, str(folder)), strict=False))
+    if not reports: raise NoScores(f"no current scores in {folder} (every score was cleared)")
+    agreements = []
+    for a, b in itertools.combinations([r.rater for r in reports if not is_judge(r.rater)], 2):
+        try: agreements.append(compare_raters(score_store, a, b, **settings))
+        except TinyscaleError as error: notes.append(f"{a} and {b} not compared: {error}")
+    params = {m: p for r in reports for m, p in r.params.items() if p}
+    models = model_order(dict.fromkeys(m for r in reports for m in r.models), params)
+    labels = model_labels(models, params)
+    reports = [replace(r, labels={m: labels[m] for m in r.models}) for r in reports]
+    scored = set().union(*(set(r.scores["completion_id"]) for r in reports))
+    records = score_store.completions[score_store.completions["completion_id"].isin(scored)].reset_index(drop=True)
+    return Results(reports, agreements, notes, records, labels, model_colors(models), rater)
+
+# %% ../nbs/15_report.ipynb #be9174f6
+def overall_table(results:Results)->pd.DataFrame:
+    "One row per person: the overall mean of each model with its interval, `—` for a model the person did not score."
+    rows = []
+    for report in results.reports:
+        overall = report.summary[report.summary["level"] == "overall"].set_index("model")
+        row = {"rater": report.rater}
+        for model, label in results.labels.items():
+            cell = overall.loc[model] if model in overall.index else None
+            row[label] = "—" if cell is None else format_cell(cell["mean"], cell["ci_low"], cell["ci_high"], int(cell["n"]), prompts=int(cell["prompts"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["rater", *results.labels.values()])
+
+# %% ../nbs/15_report.ipynb #8ef1db85
+def generation_settings(config:dict)->str:
+    "Generation settings in words: `beam search (5 beams, no sampling), at most 256 new tokens`."
+    beams, sampled = int(config.get("num_beams") or 1), bool(config.get("do_sample"))
+    if sampled:
+        knobs = [f"{k.replace('_', ' ')} {config[k]:g}" if isinstance(config[k], float) else f"{k.replace('_', ' ')} {config[k]}"
+                 for k in ("temperature", "top_p", "top_k") if config.get(k) is not None]
+        words = "sampling" + (f" ({', '.join(knobs)})" if knobs else "") + (f", {beams} beams" if beams > 1 else "")
+    else: words = f"beam search ({beams} beams, no sampling)" if beams > 1 else "greedy decoding (no sampling)"
+    if config.get("max_new_tokens"): words += f", at most {config['max_new_tokens']} new tokens"
+    elif config.get("max_length"): words += f", at most {config['max_length']} tokens with the prompt"
+    return words
+
+def _how_made(record)->str:
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    if record.get("finish_reason") == "import" or config.get("source") == "wide-csv" or str(record.get("revision", "")).startswith("import:"):
+        return "imported with their scores from a score file; how they were generated (decoding, sampling, lengths) is not recorded"
+    if not any(k in config for k in ("num_beams", "do_sample", "max_new_tokens", "max_length")):
+        return "generation settings not recorded"
+    return generation_settings(config)
+
+def decoding_kinds(completions:pd.DataFrame)->list[str]:
+    "How the completions were decoded, as far as their records say: some of `beam search`, `greedy`, `sampling`, `unknown`."
+    kinds = set()
+    for record in completions.to_dict("records"):
+        way = _how_made(record)
+        kinds.add("beam search" if way.startswith("beam search") else "greedy" if way.startswith("greedy") else
+                  "sampling" if way.startswith("sampling") else "unknown")
+    return sorted(kinds)
+
+def generation_note(completions:pd.DataFrame, # completion records (`Results.completions`)
+                    labels:dict|None=None, # display names per model
+                   )->str:
+    "One sentence per way the completions were made, from their records, naming the models; only what the records say."
+    if not len(completions): return "No completion records were found for these scores, so how they were made is unknown."
+    labels = labels or {}
+    ways = {}
+    for record in completions.to_dict("records"):
+        ways.setdefault(_how_made(record), {}).setdefault(record["model"], 0)
+        ways[_how_made(record)][record["model"]] += 1
+    def names(models): 
+        shown = [labels.get(m, short_name(m)).split(" (")[0] for m in models]
+        return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    sentences = []
+    for way, models in ways.items():
+        count = sum(models.values())
+        sentences.append(f"{count} completion{'s' if count != 1 else ''} of {names(models)}: {way}.")
+    return " ".join(sentences)
+
 # %% ../nbs/15_report.ipynb #b8d246d3
 def report_csv(report:Report)->str:
     "The summary as CSV with exactly the report columns."
@@ -148,6 +261,7 @@ def differences_table(report:Report)->pd.DataFrame:
     rows = []
     for r in report.differences.itertuples():
         interval = f"[{format_number(r.ci_low, signed=True)}, {format_number(r.ci_high, signed=True)}]" if not math.isnan(r.ci_low) else ""
+        if r.prompts and not interval_meaningful(r.prompts): interval = not_meaningful_text(r.prompts, shared=True)
         rows.append({"comparison": f"{report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]}",
                      "scope": r.category or "All criteria", "difference": format_number(r.difference, signed=True),
                      "95% interval": interval, "shared prompts": r.prompts})
@@ -156,18 +270,21 @@ def differences_table(report:Report)->pd.DataFrame:
 def comparison_table(report:Report)->pd.DataFrame:
     "The paper comparison, formatted: one row per (model, category)."
     rows = []
+    prompts = report.summary[report.summary["level"] == "category"].set_index(["model", "category"])["prompts"]
     for r in report.comparison.itertuples():
         inside = "—" if pd.isna(r.inside) else ("yes" if r.inside else "no")
         interval = f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}]" if not math.isnan(r.ci_low) else ""
+        count = prompts.get((r.model, r.category), 0)
+        if r.n and not interval_meaningful(count): interval = not_meaningful_text(count)
         rows.append({"model": report.labels[r.model], "category": r.category, "paper shape": r.paper_model,
                      "paper grade / 10": format_number(r.target), "ours": format_number(r.mean), "95% interval": interval,
                      "paper inside interval": inside, "n": r.n})
     return pd.DataFrame(rows, columns=["model", "category", "paper shape", "paper grade / 10", "ours", "95% interval", "paper inside interval", "n"])
 
 CALIBRATION_NOTE = ("This is a calibration, not a replication: the paper's numbers are GPT-4's grades (out of 10, shown "
-                    "here divided by 10) of sampled completions, while ours are rubric scores (the fraction of criteria met) "
-                    "of beam-search completions of our prompts. Agreement is a sanity check; disagreement shows where the two "
-                    "scales differ.")
+                    "here divided by 10) of sampled completions of its own prompts, while ours are rubric scores (the fraction "
+                    "of criteria met) of our completions, scored criterion by criterion. Agreement is a sanity check; "
+                    "disagreement shows where the two scales differ.")
 
 # %% ../nbs/15_report.ipynb #e03b7a52
 def agreement_section(agreement:Agreement, # from `compare_raters`, the report's rater as `a`
@@ -190,9 +307,10 @@ def report_markdown(report:Report, # from `build_report`
     "The report as Markdown: three tables with models as columns, the differences, the paper comparison and the agreement."
     s, level = report.summary, 100 * report.confidence
     parts = [f"# Scores of {report.rater}",
-             f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions from "
-             f"{report.scores.prompt_id.nunique()} prompts. Each cell: mean [{level:g}% bootstrap interval over prompts] "
-             f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion.",
+             f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions of "
+             f"{prompt_slots(report.scores)} prompt slots. Each cell: mean [{level:g}% bootstrap interval over prompts] "
+             f"n = number of scores ({report.n_resamples} resamples, seed {report.seed}); a score is 0, 0.5 or 1 per criterion. "
+             f"A cell from fewer than {MIN_INTERVAL_PROMPTS} prompt slots has no interval: too few to resample.",
              "## Overall", markdown_table(wide_summary(s, "overall", report.labels)),
              "## Per category", markdown_table(wide_summary(s, "category", report.labels), "category"),
              "## Per criterion", markdown_table(wide_summary(s, "criterion", report.labels, report.rubric), "criterion")]
@@ -212,7 +330,7 @@ def report_markdown(report:Report, # from `build_report`
 def report_json(report:Report)->str:
     "The report as JSON: settings, models, summary, differences, the paper comparison and the agreement with other raters."
     data = dict(tinyscale=tinyscale.__version__, rater=report.rater, seed=report.seed, n_resamples=report.n_resamples,
-                confidence=report.confidence,
+                confidence=report.confidence, min_interval_prompts=MIN_INTERVAL_PROMPTS, prompt_slots=prompt_slots(report.scores),
                 models=[dict(model=m, label=report.labels[m], params=report.params.get(m)) for m in report.models],
                 summary=json_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
                 differences=json_records(report.differences), paper_comparison=json_records(report.comparison),
@@ -245,50 +363,74 @@ def write_report(report:Report, # from `build_report`
     return [atomic_write_bytes(out/name, data) for name, data in files.items()], skipped
 
 # %% ../nbs/15_report.ipynb #94022b03
-def _interval_text(mean, low, high)->str:
+def _interval_text(mean, low, high, prompts=None)->str:
+    if prompts is not None and not interval_meaningful(prompts): return f"{format_number(mean)}, {not_meaningful_text(prompts)}"
     return format_number(mean) + (f" [{format_number(low)}, {format_number(high)}]" if not (math.isnan(low) or math.isnan(high)) else "")
 
 def headline(report:Report)->str:
     "One Markdown paragraph: whose scores, how many, and each model's overall mean with its interval."
     overall = report.summary[report.summary["level"] == "overall"].set_index("model")
-    means = "; ".join(f"{report.labels[m]} {_interval_text(overall.loc[m, 'mean'], overall.loc[m, 'ci_low'], overall.loc[m, 'ci_high'])}"
+    means = "; ".join(f"{report.labels[m]} {_interval_text(*overall.loc[m, ['mean', 'ci_low', 'ci_high', 'prompts']])}"
                       for m in report.models)
     return (f"Scores by **{report.rater}**: {len(report.scores)} criterion scores of {report.scores.completion_id.nunique()} "
-            f"completions ({report.scores.prompt_id.nunique()} prompt slots, {len(report.models)} models). "
+            f"completions ({prompt_slots(report.scores)} prompt slots, {len(report.models)} models). "
             f"Overall mean with its {100 * report.confidence:g}% interval: {means}.")
 
-def watch_notes(report:Report)->list[str]:
+def watch_notes(report:Report,
+                others:list[str]|None=None, # other people who scored (a post of several people): the last note points to their agreement
+               )->list[str]:
     "What a reader should keep in mind, each point with its numbers from the report."
     s, notes = report.summary, []
     categories = s[(s["level"] == "category") & (s["n"] > 0)]
     half = lambda part: float(np.nanmedian((part["ci_high"] - part["ci_low"]) / 2)) if part["ci_low"].notna().any() else math.nan
     criteria = s[(s["level"] == "criterion") & (s["n"] > 0)]
     fewest, most = categories.prompts.min(), categories.prompts.max()
-    notes.append(f"Each category mean rests on {fewest if fewest == most else f'{fewest}–{most}'} prompts per model. "
-                 f"With so few, a category interval reaches about ±{format_number(half(categories))} around its mean "
-                 f"(median half-width) and a criterion interval ±{format_number(half(criteria))}: a difference smaller than "
-                 f"that should not be read as real.")
+    rests = f"Each category mean rests on {fewest if fewest == most else f'{fewest}–{most}'} prompts per model. "
+    if categories["ci_low"].notna().any():
+        notes.append(rests + f"With so few, a category interval reaches about ±{format_number(half(categories))} around its mean "
+                     f"(median half-width) and a criterion interval ±{format_number(half(criteria))}: a difference smaller than "
+                     f"that should not be read as real.")
+    else:
+        notes.append(rests + f"That is too few for a meaningful interval (at least {MIN_INTERVAL_PROMPTS} are needed), so no category "
+                     f"or criterion interval is shown: read these means as a first look, not as a measurement.")
+    few = s[(s["n"] > 0) & (s["prompts"] < MIN_INTERVAL_PROMPTS)]
+    if len(few) and categories["ci_low"].notna().any():  # some cells have an interval, these do not
+        notes.append(f"{len(few)} cell{'s rest' if len(few) > 1 else ' rests'} on fewer than {MIN_INTERVAL_PROMPTS} prompts; "
+                     f"{'their intervals are' if len(few) > 1 else 'its interval is'} not shown (interval not meaningful).")
     if len(report.differences):
         part = report.differences[(report.differences["level"] == "category") & report.differences["ci_low"].notna()]
         clear = part[(part["ci_low"] > 0) | (part["ci_high"] < 0)]
         named = ", ".join(f"{r.category} ({report.labels[r.model].split(' (')[0]} − {report.labels[r.baseline].split(' (')[0]} "
                           f"{format_number(r.difference, signed=True)})" for r in clear.itertuples())
-        notes.append(f"{len(clear)} of {len(part)} paired category differences have an interval that excludes 0"
-                     + (f": {named}." if len(clear) else "."))
+        if len(part):
+            notes.append(f"{len(clear)} of {len(part)} paired category differences have an interval that excludes 0"
+                         + (f": {named}." if len(clear) else "."))
+        else:
+            notes.append(f"No paired category difference rests on {MIN_INTERVAL_PROMPTS} or more shared prompts, so none can be "
+                         f"told apart from 0 yet.")
     point = s[(s["n"] > 0) & (s["ci_low"] == s["ci_high"])]
     if len(point):
         notes.append(f"{len(point)} cell{'s have' if len(point) > 1 else ' has'} every prompt scored alike, so the interval is a single point; "
                      f"that is a small sample, not certainty — read them with their n.")
     if len(report.comparison):
         known = report.comparison.dropna(subset=["ci_low"])
-        notes.append(f"The paper's grade/10 lies inside our interval for {int(known['inside'].sum())} of {len(known)} "
-                     f"model × category pairs; the two scales differ in grader, sampling and prompts, so this is a calibration.")
+        if len(known):
+            notes.append(f"The paper's grade/10 lies inside our interval for {int(known['inside'].sum())} of {len(known)} "
+                         f"model × category pairs; the two scales differ in grader, sampling and prompts, so this is a calibration.")
+        else:
+            notes.append("No category mean of ours has a meaningful interval yet, so none can be said to hold the paper's grade/10 "
+                         "or not; the two scales differ in grader, sampling and prompts in any case, so this is a calibration.")
     empty = s[(s["level"] == "category") & (s["n"] == 0)]
     if len(empty):
         notes.append("Not scored yet: " + ", ".join(f"{report.labels[r.model].split(' (')[0]} on {r.category}" for r in empty.itertuples()) + ".")
-    notes.append(f"All scores are from one rater ({report.rater}); a second rater or the LLM judge (`tinyscale agreement`) "
-                 f"shows how much of a difference belongs to the rater rather than the model.")
+    if others:
+        notes.append(f"These are {report.rater}'s scores; {', '.join(others)} also scored, and the blind agreement between "
+                     f"them (above) shows how much of a difference belongs to the rater rather than the model.")
+    else:
+        notes.append(f"All scores are from one rater ({report.rater}); a second rater or the LLM judge (`tinyscale agreement`) "
+                     f"shows how much of a difference belongs to the rater rather than the model.")
     return notes
+
 
 # %% ../nbs/15_report.ipynb #79aae0ba
 def _report_command(args)->int:
