@@ -156,6 +156,8 @@ class _Events:
         self.arrays.update(score=np.zeros(0), seconds=np.zeros(0), kind=np.zeros(0, np.int8),
                            time=_object_array([]), note=_object_array([]))
         self.big = {}  # row -> seconds too large for a float to hold exactly
+        # the times of the first rows, as read from a cache: UTF-8 bytes and offsets, decoded only for the rows asked for
+        self.packed_time, self._packed_text = (b"", np.zeros(1, np.int64)), None
         self.pending = {name: [] for name in self.arrays}
         self.n = 0
 
@@ -190,9 +192,24 @@ class _Events:
 
     def tail(self, start:int, names:tuple)->list[list]:
         "The values of `names` in rows `start` onwards (codes for coded names), without joining the arrays."
-        frozen = len(self.arrays["time"])
+        frozen = len(self.arrays["score"])
         return [(self.arrays[n][start:].tolist() if start < frozen else []) + self.pending[n][max(0, start - frozen):]
                 for n in names]
+
+    def times(self, rows:np.ndarray)->np.ndarray:
+        "The `time` of `rows`, as an object array of strings."
+        rows, columns = np.asarray(rows, dtype=np.int64), self.columns()
+        packed = len(self.packed_time[1]) - 1
+        out, old = np.empty(len(rows), dtype=object), rows < packed
+        if old.any():
+            raw, offsets = self.packed_time
+            if self._packed_text is None: self._packed_text = raw.decode("ascii") if raw.isascii() else False
+            starts, ends = offsets[rows[old]].tolist(), offsets[rows[old] + 1].tolist()
+            text = self._packed_text
+            out[old] = ([text[a:b] for a, b in zip(starts, ends)] if text is not False
+                        else [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)])
+        if not old.all(): out[~old] = columns["time"][rows[~old] - packed]
+        return out
 
     def text(self, name:str, rows:np.ndarray)->np.ndarray:
         "The strings of a coded column in `rows`, as an object array."
@@ -209,7 +226,7 @@ class _Events:
         "Rows as event dicts, every field present in `EVENT_FIELDS` order."
         columns, rows = self.columns(), np.asarray(rows, dtype=np.int64)
         values = {name: self.text(name, rows).tolist() for name in _CODED}
-        values.update(time=columns["time"][rows].tolist(), note=columns["note"][rows].tolist(), seconds=self.seconds(rows),
+        values.update(time=self.times(rows).tolist(), note=columns["note"][rows].tolist(), seconds=self.seconds(rows),
                       score=[None if s != s else s for s in columns["score"][rows].tolist()])
         return [dict(zip(EVENT_FIELDS, event)) for event in zip(*(values[f] for f in EVENT_FIELDS))]
 
@@ -328,10 +345,11 @@ def _write_cache(self:_RaterLog):
         payload[name] = columns[name]
         payload[f"{name}.text"], payload[f"{name}.offsets"] = _pack_strings(events.strings[name].values)
     for name in ("score", "seconds", "kind"): payload[name] = columns[name]
-    payload["time.text"], payload["time.offsets"] = _pack_strings(columns["time"].tolist())
-    notes = columns["note"].tolist()
-    payload["note.missing"] = np.array([n is None for n in notes], dtype=bool)
-    payload["note.text"], payload["note.offsets"] = _pack_strings([n or "" for n in notes])
+    (packed, offsets), (text, more) = events.packed_time, _pack_strings(columns["time"].tolist())
+    payload["time.text"] = np.concatenate([np.frombuffer(packed, np.uint8), text])
+    payload["time.offsets"] = np.concatenate([offsets, more[1:] + offsets[-1]])
+    payload["note.rows"] = np.flatnonzero(~pd.isna(columns["note"]))
+    payload["note.text"], payload["note.offsets"] = _pack_strings(columns["note"][payload["note.rows"]].tolist())
     meta = dict(version=_CACHE_VERSION, name=self.path.name, file_id=list(self.file_id), consumed=self.consumed, lines=self.lines,
                 bad=self.bad,
                 big={str(row): value for row, value in events.big.items()})
@@ -365,11 +383,12 @@ def _load_cache(self:_RaterLog):
                 events.strings[name] = _Strings(_unpack_strings(saved[f"{name}.text"], saved[f"{name}.offsets"]))
                 events.arrays[name] = saved[name].astype(np.int32)
             for name in ("score", "seconds", "kind"): events.arrays[name] = saved[name]
-            events.arrays["time"] = _object_array(_unpack_strings(saved["time.text"], saved["time.offsets"]))
-            notes = _unpack_strings(saved["note.text"], saved["note.offsets"])
-            events.arrays["note"] = _object_array([None if m else n for n, m in zip(notes, saved["note.missing"].tolist())])
-            events.big, events.n = {int(row): value for row, value in meta["big"].items()}, len(events.arrays["time"])
-            if any(len(a) != events.n for a in events.arrays.values()): return
+            events.packed_time = (saved["time.text"].tobytes(), saved["time.offsets"])
+            events.n = len(events.arrays["score"])
+            events.arrays["note"] = np.empty(events.n, dtype=object)  # None
+            events.arrays["note"][saved["note.rows"]] = _object_array(_unpack_strings(saved["note.text"], saved["note.offsets"]))
+            events.big = {int(row): value for row, value in meta["big"].items()}
+            if len(events.packed_time[1]) - 1 != events.n or any(len(a) != events.n for k, a in events.arrays.items() if k != "time"): return
     except Exception: return  # missing, unreadable, from another version, damaged: the log itself is read instead
     self.events, self.consumed, self.lines, self.cached_lines = events, meta["consumed"], meta["lines"], meta["lines"]
     self.head, self.tail, self.file_id, self.torn, self.bad = head, tail, tuple(meta["file_id"]), None, []
@@ -411,7 +430,7 @@ def _events_frame(parts:list[tuple[_Events, np.ndarray]])->pd.DataFrame:
     if not n: return pd.DataFrame([], columns=list(EVENT_FIELDS))
     join = lambda get: np.concatenate([get(events, rows) for events, rows in parts])
     data = {name: pd.array(join(lambda e, r: e.text(name, r)), dtype="str") for name in _CODED}
-    data["time"] = pd.array(join(lambda e, r: e.columns()["time"][r]), dtype="str")
+    data["time"] = pd.array(join(lambda e, r: e.times(r)), dtype="str")
     score, kinds = join(lambda e, r: e.columns()["score"][r]), join(lambda e, r: e.columns()["kind"][r])
     data["score"] = _object_array([None] * n) if np.isnan(score).all() else score
     if (kinds == _SECONDS_BIG).any(): data["seconds"] = pd.Series([s for e, r in parts for s in e.seconds(r)]).array
