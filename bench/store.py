@@ -27,10 +27,11 @@ cannot flatter a later one:
   of the item, `set_score`, then the refresh's scores of the item, notes and unscored queue; the
   median of 40 clicks.
 
-Figures vary on a shared machine (up to 2x between identical runs); `--baseline` measures both
-versions on the same store in the same run. The last line is machine-readable.
+Figures vary on a shared machine (up to 2x between identical runs, far more when it is busy: the
+load average is printed, and CPU seconds next to wall seconds); `--baseline` measures both versions
+on the same store in the same run. The last line is machine-readable.
 """
-import argparse, json, os, random, shutil, statistics, subprocess, sys, tempfile, textwrap, time
+import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,12 +124,12 @@ CHILD = textwrap.dedent('''
     def rss_mb():
         with open("/proc/self/statm") as f: return int(f.read().split()[1]) * 4096 / 2**20
     gc.collect()
-    before, start = rss_mb(), time.perf_counter()
+    before, start, cpu = rss_mb(), time.perf_counter(), time.process_time()
     store = ScoreStore(scores, completions=table)
     store.problems()
-    opened = time.perf_counter() - start
+    opened, opened_cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = dict(open_s=opened, open_mb=peak - before, rss_mb=peak)
+    out = dict(open_s=opened, open_cpu_s=opened_cpu, open_mb=peak - before, rss_mb=peak)
     if step == "views":
         start = time.perf_counter()
         current = store.current()
@@ -167,15 +168,21 @@ def measure(step, work:Path, package:Path|None, rater="ana")->dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(work:Path, package:Path|None, out:Path)->float:
+def cpu_of_children()->float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def report(work:Path, package:Path|None, out:Path)->tuple[float, float]:
+    "Wall and CPU seconds of `tinyscale report` in a subprocess; its Markdown goes to `out`."
     env = {**child_env(package), "TINYSCALE_ROOT": str(work)}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_of_children()
     done = subprocess.run([sys.executable, "-m", "tinyscale", "report", "--rater", "ana", "--no-agreement"], env=env, cwd=work,
                           capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - start
     if done.returncode: raise SystemExit(f"report failed:\n{done.stderr[-3000:]}")
     out.write_text(done.stdout)
-    return seconds
+    return seconds, cpu_of_children() - cpu
 
 
 def baseline_package(revision:str, into:Path)->Path:
@@ -200,12 +207,12 @@ def run_version(name, work:Path, package:Path|None)->dict:
         shutil.rmtree(work/"scores"); shutil.copytree(backup, work/"scores")
     figures = {}
     cold = measure("open", work, package)
-    figures.update(cold_open_s=cold["open_s"], cold_open_mb=cold["open_mb"])
+    figures.update(cold_open_s=cold["open_s"], cold_open_cpu_s=cold["open_cpu_s"], cold_open_mb=cold["open_mb"])
     warm = measure("open", work, package)
-    figures.update(open_s=warm["open_s"], open_mb=warm["open_mb"], rss_mb=warm["rss_mb"])
+    figures.update(open_s=warm["open_s"], open_cpu_s=warm["open_cpu_s"], open_mb=warm["open_mb"], rss_mb=warm["rss_mb"])
     views = measure("views", work, package)
     figures.update(views_s=views["views_s"], current_rows=views["current_rows"])
-    figures["report_s"] = report(work, package, work/f"report-{name}.md")
+    figures["report_s"], figures["report_cpu_s"] = report(work, package, work/f"report-{name}.md")
     click = measure("click", work, package)
     figures.update(click_ms=click["click_ms"], click_max_ms=click["click_max_ms"], rater_events=click["rater_events"])
     return figures
@@ -216,14 +223,15 @@ def verdict(value, target): return "PASS" if value < target else "MISS"
 
 def show(name, f:dict):
     print(f"\n{name}")
-    print(f"  open, cold (first open, nothing cached) {f['cold_open_s']:7.2f} s  {f['cold_open_mb']:7.0f} MB")
+    print(f"  open, cold (first open, nothing cached) {f['cold_open_s']:7.2f} s  {f['cold_open_mb']:7.0f} MB   "
+          f"(CPU {f['cold_open_cpu_s']:.2f} s)")
     print(f"  open (warm)                              {f['open_s']:7.2f} s  {f['open_mb']:7.0f} MB   "
           f"target < {TARGETS['open_s']:g} s and < {TARGETS['open_mb']:g} MB: "
-          f"{verdict(f['open_s'], TARGETS['open_s'])} {verdict(f['open_mb'], TARGETS['open_mb'])}  (process peak {f['rss_mb']:.0f} MB)")
+          f"{verdict(f['open_s'], TARGETS['open_s'])} {verdict(f['open_mb'], TARGETS['open_mb'])}  (CPU {f['open_cpu_s']:.2f} s, process peak {f['rss_mb']:.0f} MB)")
     print(f"  current() of everyone + progress()       {f['views_s']:7.2f} s   target < {TARGETS['views_s']:g} s: "
           f"{verdict(f['views_s'], TARGETS['views_s'])}  ({f['current_rows']:,} current rows)")
     print(f"  tinyscale report --rater ana --no-agreement {f['report_s']:7.2f} s   target < {TARGETS['report_s']:g} s: "
-          f"{verdict(f['report_s'], TARGETS['report_s'])}")
+          f"{verdict(f['report_s'], TARGETS['report_s'])}  (CPU {f['report_cpu_s']:.2f} s)")
     print(f"  panel click ({f['rater_events']:,} events of ana)        {f['click_ms']:7.1f} ms  target < {TARGETS['click_ms']:g} ms: "
           f"{verdict(f['click_ms'], TARGETS['click_ms'])}  (slowest of 40: {f['click_max_ms']:.1f} ms)")
 
@@ -242,11 +250,13 @@ def main():
         print(f"{counts['events']:,} events ({counts['megabytes']:.0f} MB) of {counts['raters']} raters on "
               f"{counts['completions']:,} completions ({counts['models']} models x 150 prompts), written in "
               f"{time.perf_counter() - start:.0f} s")
+        print(f"load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
         results = {}
         if args.baseline:
             package = baseline_package(args.baseline, Path(tempfile.mkdtemp(dir=scratch)))
             results[f"baseline ({args.baseline})"] = run_version("baseline", work, package)
         results["this tinyscale"] = run_version("new", work, None)
+        print(f"load average (1, 5, 15 min) after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         for name, figures in results.items(): show(name, figures)
         same = None
         if args.baseline:
@@ -255,7 +265,7 @@ def main():
         f = results["this tinyscale"]
         passed = all(f[k] < TARGETS[k] for k in TARGETS)
         print(f"events={counts['events']} open_s={f['open_s']:.3f} open_mb={f['open_mb']:.0f} cold_open_s={f['cold_open_s']:.3f} "
-              f"views_s={f['views_s']:.3f} report_s={f['report_s']:.2f} click_ms={f['click_ms']:.1f} "
+              f"views_s={f['views_s']:.3f} report_s={f['report_s']:.2f} report_cpu_s={f['report_cpu_s']:.2f} click_ms={f['click_ms']:.1f} "
               f"report_identical={'na' if same is None else int(same)} targets={'PASS' if passed else 'MISS'}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

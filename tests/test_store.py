@@ -434,3 +434,18 @@ def test_a_torn_tail_is_reported_with_a_cache(workbook):
     with pytest.warns(UserWarning, match="moved to"):
         fresh.set_score(GRAMMAR_1M, "C", 0, "ana")
     assert ScoreStore(workbook/"scores", completions=completions).scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0, "C": 0.0}
+
+
+@pytest.mark.slow
+def test_store_benchmark_runs_and_prints_its_figures(tmp_path):
+    "bench/store.py end to end on a small store, so the script cannot rot between full runs."
+    import re
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(root/"bench"/"store.py"), "--events", "3000"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"^events=3000 open_s=[\d.]+ open_mb=-?\d+ cold_open_s=[\d.]+ views_s=[\d.]+ report_s=[\d.]+ report_cpu_s=[\d.]+ "
+                    r"click_ms=[\d.]+ report_identical=na targets=(PASS|MISS)$", last), done.stdout[-2000:]
+    assert "panel click" in done.stdout and "target < 2 s" in done.stdout

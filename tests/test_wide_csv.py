@@ -287,7 +287,7 @@ def test_two_imports_of_one_file_at_once_write_every_score_once(tmp_path):
     assert len(keys) == len(set(keys)) == scores  # every score once
     completions = [json.loads(line) for path in (tmp_path/"completions").glob("*.jsonl") for line in path.read_text().splitlines()]
     assert len(completions) == len({c["completion_id"] for c in completions})  # every completion once
-    summaries = sorted((out for out, _ in outputs), key=lambda out: "already known" in out)  # the one that wrote, first
+    summaries = sorted((out for out, _ in outputs), key=lambda out: "no new completions" in out)  # the one that wrote, first
     assert f"; {scores} score(s) added" in summaries[0] and ", 0 already imported" in summaries[0], summaries
     assert "; 0 score(s) added" in summaries[1] and f", {scores} already imported" in summaries[1], summaries
     assert "no new completions" in summaries[1]

@@ -136,6 +136,11 @@ class _Strings:
             self.values.append(value)
         return code
 
+    def codes_of(self, values:list[str])->list[int]:
+        get = self.codes.get
+        codes = [get(v) for v in values]
+        return [self.code(v) if c is None else c for c, v in zip(codes, values)] if None in codes else codes
+
     def array(self)->np.ndarray:
         "The strings as an object array, to `take` a column from its codes."
         if self._array is None or len(self._array) != len(self.values):
@@ -163,22 +168,24 @@ class _Events:
 
     def __len__(self): return self.n
 
-    def append(self, record:dict):
-        "Add a valid event (as `event_problem` accepts it)."
-        pending, strings = self.pending, self.strings
-        for name in ("completion_id", "category", "criterion", "rater", "source"): pending[name].append(strings[name].code(record[name]))
-        for name in ("prompt_id", "model", "config_hash"): pending[name].append(strings[name].code(record.get(name) or ""))
-        score, seconds = record["score"], record.get("seconds")
-        pending["score"].append(math.nan if score is None else float(score))
-        if seconds is None: kind, seconds = _SECONDS_NONE, math.nan
-        elif isinstance(seconds, float): kind = _SECONDS_FLOAT
-        elif abs(seconds) < 2 ** 53: kind, seconds = _SECONDS_INT, float(seconds)
-        else: kind, self.big[self.n], seconds = _SECONDS_BIG, seconds, math.nan
-        pending["seconds"].append(seconds)
-        pending["kind"].append(kind)
-        pending["time"].append(record["time"])
-        pending["note"].append(record.get("note"))
-        self.n += 1
+    def append(self, record:dict): self.extend([record])
+
+    def extend(self, records:list[dict]):
+        "Add valid events (as `event_problem` accepts them), in order."
+        pending, strings, first = self.pending, self.strings, self.n
+        for name in ("completion_id", "category", "criterion", "rater", "source"):
+            pending[name] += strings[name].codes_of([r[name] for r in records])
+        for name in ("prompt_id", "model", "config_hash"): pending[name] += strings[name].codes_of([r.get(name) or "" for r in records])
+        pending["score"] += [math.nan if s is None else float(s) for s in [r["score"] for r in records]]
+        kinds, values = pending["kind"], pending["seconds"]
+        for row, seconds in enumerate([r.get("seconds") for r in records], start=first):
+            if seconds is None: kinds.append(_SECONDS_NONE); values.append(math.nan)
+            elif isinstance(seconds, float): kinds.append(_SECONDS_FLOAT); values.append(seconds)
+            elif abs(seconds) < 2 ** 53: kinds.append(_SECONDS_INT); values.append(float(seconds))
+            else: kinds.append(_SECONDS_BIG); values.append(math.nan); self.big[row] = seconds
+        pending["time"] += [r["time"] for r in records]
+        pending["note"] += [r.get("note") for r in records]
+        self.n += len(records)
 
     def columns(self)->dict[str, np.ndarray]:
         "Every column as an array (codes for the names in `_CODED`)."
@@ -282,25 +289,25 @@ class _RaterLog:
 
     def _parse(self, data:bytes):
         "Parse whole lines (`data` ends with a newline) and remember the bytes they came from."
-        events, good_raters, name, loads = self.events, self.good_raters, self.path.name, orjson.loads
+        valid, good_raters, name, loads = [], self.good_raters, self.path.name, orjson.loads
         for raw in data.split(b"\n")[:-1]:
             self.lines += 1
             if not raw.strip(): continue
             try: record = loads(raw)
             except ValueError: record = None
-            if _surely_valid(record, good_raters, name): events.append(record)
-            else: self._take(raw)
+            if _surely_valid(record, good_raters, name) or (record := self._take(raw)) is not None: valid.append(record)
+        self.events.extend(valid)
         if len(self.head) < _WINDOW: self.head = (self.head + data)[:_WINDOW]
         self.tail = (self.tail + data)[-_WINDOW:] if len(data) < _WINDOW else data[-_WINDOW:]
         self.consumed += len(data)
 
-    def _take(self, raw:bytes):
+    def _take(self, raw:bytes)->dict|None:
         "The careful path for a line the fast check did not accept: Python's `json` and `event_problem` decide."
         try:
             record = json.loads(raw)
             reason = event_problem(record, self.path.name)
         except ValueError as e: reason = f"not JSON ({e})"
-        if reason is None: return self.events.append(record)
+        if reason is None: return record
         self._bad(self.lines, reason)
 
     def _bad(self, line:int, reason:str):
