@@ -137,9 +137,10 @@ class _Strings:
         return code
 
     def codes_of(self, values:list[str])->list[int]:
-        get = self.codes.get
-        codes = [get(v) for v in values]
-        return [self.code(v) if c is None else c for c, v in zip(codes, values)] if None in codes else codes
+        "The codes of `values`, new strings getting new codes."
+        codes = self.codes
+        for value in dict.fromkeys(v for v in values if v not in codes): self.code(value)
+        return [codes[v] for v in values]
 
     def array(self)->np.ndarray:
         "The strings as an object array, to `take` a column from its codes."
