@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml
 # Jupyter refuses to run as root without --allow-root (containers, cloud machines).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# JupyterLab with the project's settings (jupyter_server_config.py): served from the project root, opening on
+# nbs/index.ipynb, and saving the notebooks under nbs/ and posts/ without outputs, so that scoring never changes them.
+# LAB_OPTIONS adds options (tests/test_browser.py runs `make lab` with --no-browser and a token).
+LAB_OPTIONS ?=
+
 lab: setup
-	$(BIN)/jupyter lab --port $(PORT) $(ALLOW_ROOT) nbs/index.ipynb
+	$(BIN)/jupyter lab --config=$(CURDIR)/jupyter_server_config.py --port $(PORT) $(ALLOW_ROOT) $(LAB_OPTIONS)
 
 # The generated modules must match the notebooks, and the notebooks must be clean.
 sync-check: setup

@@ -1,47 +1,25 @@
-"""Shared pytest fixtures: an offline environment, a scratch workbook, the command line in-process and in a fresh
-process, and the fixture models.
+"""Shared pytest fixtures. Which one to use for a new test:
 
-`fixture_models` writes a TinyStories-1M-shaped model (GPT-Neo, the real architecture and GPT-2
-tokenizer, random weights from seed 0; see `tinyscale.models.write_fixture_models`) once per test
-session into a temporary folder and returns the model's folder. Tests that only read it may share
-it; a test that needs to change a model copies the folder first.
+- `cli`: the command line in this process, fast, output captured: `cli("report", "--format", "csv", root=None)` ->
+  `CliResult(status, out, err)`, which unpacks (`status, out, err = cli(...)`); an argparse error raises `SystemExit`.
+- `cli_process`: the command line in a fresh process (`python -m tinyscale`), for exit statuses, environment variables
+  and what a real run leaves on disk: `cli_process(*args, root=None, env=None, timeout=300, cwd=None)` -> `CliResult`,
+  run in `root` (else `tmp_path`) with `offline_env`. A run to interrupt or kill midway:
+  `subprocess.Popen(tinyscale_command(*args), env=offline_environment(tmp_path), ...)`.
+- `offline_env`: the environment of any child process (no Hub, no API key, no launcher variables, caches under
+  `tmp_path`); `offline_environment(folder, NAME=value)` for another folder or extra variables.
+- `workbook`: a scratch workbook (rubric, prompts, paper targets, judge templates; no completions, no scores).
+- `fixture_models`: a TinyStories-1M-shaped model (GPT-Neo, the real architecture and GPT-2 tokenizer, random weights
+  from seed 0; see `tinyscale.models.write_fixture_models`), written once per session; only read it, or copy it first.
+- A completion record: `tinyscale.completions.example_completion(prompt_id, category, prompt, completion, **fields)`.
+- A workbook with a run file of completions (judge and agreement tests): `judge_support.make_workbook(folder)`.
+
+The plain helpers behind them (`offline_environment`, `make_workbook`, `CliResult`, `tinyscale_command`, and
+`run_tinyscale` for module-scoped fixtures) live in `tests/support.py`: import them from there.
 """
-import os, shutil, subprocess, sys
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-# Variables that would make a child process join a launch, reach a real API, or use the user's own caches
-FOREIGN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
-                     "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "TINYSCALE_RATER")
-
-
-def offline_environment(folder: Path, **extra) -> dict:
-    "The environment of a child process that cannot reach the Hub, holds no API key and caches under `folder`."
-    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES and not k.startswith("TORCHELASTIC")}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(Path(folder)/"hf-home"), TOKENIZERS_PARALLELISM="false",
-               TINYSCALE_CACHE=str(Path(folder)/"tinyscale-cache"))
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def make_workbook(folder: Path, judge: bool = False) -> Path:
-    "A scratch workbook under `folder`: the rubric, prompt set and paper targets (and the judge templates), no scores."
-    (folder/"data").mkdir(parents=True, exist_ok=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"):
-        shutil.copy(ROOT/"data"/name, folder/"data"/name)
-    if judge: shutil.copytree(ROOT/"data"/"judge", folder/"data"/"judge", dirs_exist_ok=True)
-    return folder
-
-
-@dataclass
-class CliResult:
-    "What one command line run gave."
-    status: int
-    out: str
-    err: str
+from support import CliResult, make_workbook, offline_environment, run_tinyscale
 
 
 @pytest.fixture
@@ -71,13 +49,10 @@ def cli(capsys, monkeypatch):
 
 @pytest.fixture
 def cli_process(tmp_path):
-    "Run `python -m tinyscale ARGS` in a fresh process: `cli_process(*args, root=None, env=None, timeout=300)`."
+    "Run `python -m tinyscale ARGS` in a fresh process: `cli_process(*args, root=None, env=None, timeout=300, cwd=None)`."
     def run(*args, root=None, env=None, timeout=300, cwd=None):
-        environment = dict(env if env is not None else offline_environment(tmp_path))
-        if root is not None: environment["TINYSCALE_ROOT"] = str(root)
-        done = subprocess.run([sys.executable, "-m", "tinyscale", *map(str, args)], env=environment,
-                              cwd=cwd or root or tmp_path, capture_output=True, text=True, timeout=timeout)
-        return CliResult(done.returncode, done.stdout, done.stderr)
+        return run_tinyscale(*args, root=root, env=env if env is not None else offline_environment(tmp_path),
+                             timeout=timeout, cwd=cwd or root or tmp_path)
     return run
 
 
@@ -87,3 +62,11 @@ def fixture_models(tmp_path_factory):
     from tinyscale.models import write_fixture_models
     folder, = write_fixture_models(tmp_path_factory.mktemp("models"), sizes=("1M",))
     return folder
+
+
+@pytest.fixture(scope="session")
+def fixture_run(tmp_path_factory):
+    """A real short training run in the Trainer's layout (a tiny Llama, 120 steps, `checkpoint-30` to `checkpoint-120`;
+    see `tinyscale.runs.write_fixture_run`), trained once per session; treat as read-only (copy it to change it)."""
+    from tinyscale.runs import write_fixture_run
+    return write_fixture_run(tmp_path_factory.mktemp("training")/"fixture-run", steps=120, save_every=30)

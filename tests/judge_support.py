@@ -1,15 +1,13 @@
 """Shared pieces of the judge tests: a scratch workbook with completions, and keys that must never be written."""
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from tinyscale.completions import COMPLETION_FIELDS, Completion, append_completions, completion_id
-from tinyscale.core import text_hash
+from support import make_workbook as make_data_files, offline_environment
+from tinyscale.completions import COMPLETION_FIELDS, append_completions, example_completion
 from tinyscale.prompts import load_prompts
 from tinyscale.rubric import CATEGORIES
 
-ROOT = Path(__file__).resolve().parents[1]
 APIS = ("anthropic", "gemini", "openai")
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY", "openai": "OPENAI_API_KEY"}
 # Distinctive fake keys: a test fails if any of them shows up in a file the workbook wrote.
@@ -21,21 +19,21 @@ ALL_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "O
 
 def make_workbook(folder: Path, per_category: int = 2, model: str = "fixture/TinyStories-1M") -> pd.DataFrame:
     """A scratch workbook under `folder`: rubric, prompts, judge templates, and a completions run file."""
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    for name in ("criteria.csv", "prompts.csv"):
-        shutil.copy(ROOT / "data" / name, folder / "data" / name)
-    shutil.copytree(ROOT / "data" / "judge", folder / "data" / "judge")
+    make_data_files(folder, judge=True)
     prompts = load_prompts(folder / "data" / "prompts.csv")
     records = []
     for category in CATEGORIES:
         for number, prompt in enumerate([p for p in prompts if p.category == category][:per_category]):
             text = f" Lily found a {['red ball', 'blue kite', 'big box'][number % 3]}. She was very happy."
-            cid = completion_id(model, "rev0", text_hash(prompt.prompt), "cfg0")
-            records.append(Completion(cid, prompt.id, category, prompt.prompt, text, model, "rev0", text_hash(prompt.prompt),
-                                      config={"num_beams": 5}, config_hash="cfg0", completion_raw=text + "<|endoftext|>",
-                                      finish_reason="eos", ended_with_eos=True, new_story=False, run="fixture"))
+            records.append(example_completion(prompt.id, category, prompt.prompt, text, model, completion_raw=text + "<|endoftext|>",
+                                              finish_reason="eos", ended_with_eos=True, new_story=False, run="fixture"))
     append_completions(folder / "data" / "completions" / "fixture.jsonl", records)
     return pd.DataFrame([r.to_dict() for r in records], columns=list(COMPLETION_FIELDS))
+
+
+def key_environment(root: Path, apis=(), **extra) -> dict:
+    """`offline_environment(root, **extra)` with the fake key of each of `apis` set (and no other key)."""
+    return offline_environment(root, **{KEY_VARIABLES[api]: KEYS[api] for api in apis}, **extra)
 
 
 def files_containing(folder: Path, secrets) -> list:

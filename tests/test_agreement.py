@@ -1,7 +1,6 @@
 """Agreement statistics on hand-made pairs (checked by hand and against scikit-learn), edge cases, the review kept apart,
 and `tinyscale agreement` end to end."""
-import csv, io, json, math, os, subprocess, sys
-from pathlib import Path
+import csv, io, json, math
 
 import numpy as np
 import pandas as pd
@@ -9,14 +8,13 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from judge_support import make_workbook
-from tinyscale.agreement import (AGREEMENT_COLUMNS, REVIEWED_LABEL, Review, agreement_table, compare_raters, confusion_matrix,
+from tinyscale.agreement import (AGREEMENT_COLUMNS, REVIEWED_LABEL, Review, agreement_table, confusion_matrix,
                                  disagreements, exact_agreement, kappa_from_counts, completion_counts, ordinal_alpha,
                                  paired_scores, rater_means, weighted_kappa, within_one)
 from tinyscale.core import TinyscaleError
 from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore
 
-TINYSCALE = Path(sys.executable).parent / "tinyscale"
 LEVEL = {0: 0.0, 1: 0.5, 2: 1.0}
 
 
@@ -153,17 +151,13 @@ def workbook(tmp_path, monkeypatch):
     return tmp_path, store
 
 
-def run_cli(root, *args):
-    env = dict(os.environ, TINYSCALE_ROOT=str(root))
-    return subprocess.run([str(TINYSCALE), "agreement", *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_cli_csv_has_exactly_the_columns(workbook):
+def test_cli_csv_has_exactly_the_columns(cli_process, workbook):
     root, store = workbook
-    result = run_cli(root, "--a", "ana", "--b", "judge:gpt-4o-mini", "--format", "csv", "--resamples", "200")
-    assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert tuple(csv.reader(io.StringIO(result.stdout)).__next__()) == AGREEMENT_COLUMNS
+    result = cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--format", "csv", "--resamples", "200",
+                         root=root, timeout=120)
+    assert result.status == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    assert tuple(csv.reader(io.StringIO(result.out)).__next__()) == AGREEMENT_COLUMNS
     assert [r["level"] for r in rows[:7]] == ["overall"] + ["category"] * 6 and len(rows) == 1 + 6 + 18
     assert (rows[0]["category"], rows[0]["criterion"]) == ("", "") and rows[1]["criterion"] == ""
     pairs = paired_scores(store.current(), "ana", "judge:gpt-4o-mini")
@@ -172,34 +166,35 @@ def test_cli_csv_has_exactly_the_columns(workbook):
     assert float(rows[0]["kappa_w"]) == pytest.approx(weighted_kappa(pairs.score_a, pairs.score_b))
 
 
-def test_cli_markdown_and_json_keep_the_review_apart(workbook):
+def test_cli_markdown_and_json_keep_the_review_apart(cli_process, workbook):
     root, store = workbook
-    plain = run_cli(root, "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200")
-    assert plain.returncode == 0, plain.stderr
-    assert plain.stdout.startswith("# Agreement: ana vs judge:gpt-4o-mini\n\nBlind agreement of judge:gpt-4o-mini with ana: exact ")
-    assert "Reviewed agreement" not in plain.stdout
+    plain = cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", root=root, timeout=120)
+    assert plain.status == 0, plain.err
+    assert plain.out.startswith("# Agreement: ana vs judge:gpt-4o-mini\n\nBlind agreement of judge:gpt-4o-mini with ana: exact ")
+    assert "Reviewed agreement" not in plain.out
     review = Review(store, "judge:gpt-4o-mini", "ana", only_disagreements=True)
     for _ in range(4):
         review.mark("agree"); review.go_next()
     assert len(Review(store, "judge:gpt-4o-mini", "ana").reviews()) == 4  # marks survive a new session
     assert store.raters() == ["ana", "judge:gpt-4o-mini"]  # and are not score events
-    markdown = run_cli(root, "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200").stdout
+    markdown = cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", root=root, timeout=120).out
     assert markdown.index("## Per category") < markdown.index("## Reviewed agreement (not blind)")
     assert REVIEWED_LABEL in markdown
     assert "| All criteria | 4 | 100% | 0% |" in markdown  # reviewed 100% on items where the blind scores differed
-    assert markdown.split("\n\n")[1] == plain.stdout.split("\n\n")[1]  # the headline is the blind number either way
-    data = json.loads(run_cli(root, "--a", "ana", "--b", "judge:gpt-4o-mini", "--format", "json", "--resamples", "200").stdout)
+    assert markdown.split("\n\n")[1] == plain.out.split("\n\n")[1]  # the headline is the blind number either way
+    data = json.loads(cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--format", "json", "--resamples", "200",
+                                  root=root, timeout=120).out)
     assert data["reviewed_agreement"]["label"] == REVIEWED_LABEL and data["reviewed_agreement"]["rows"][0]["reviewed"] == 4
     assert data["blind_agreement"][0]["level"] == "overall" and data["headline"].startswith("Blind agreement")
     assert sum(map(sum, data["confusion"]["counts"])) == 54 and len(data["disagreements"]) > 0
 
 
-def test_cli_errors_are_one_line(workbook):
+def test_cli_errors_are_one_line(cli_process, workbook):
     root, _ = workbook
-    unknown = run_cli(root, "--a", "ana", "--b", "bob")
-    assert unknown.returncode == 1
-    assert unknown.stderr.strip() == "tinyscale: error: rater 'bob' has no scores (raters: ana, judge:gpt-4o-mini)"
-    same = run_cli(root, "--a", "ana", "--b", "ana")
-    assert same.returncode == 1 and "compare two different raters" in same.stderr
-    few = run_cli(root, "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "10")
-    assert few.returncode == 1 and "--resamples 10" in few.stderr
+    unknown = cli_process("agreement", "--a", "ana", "--b", "bob", root=root, timeout=120)
+    assert unknown.status == 1
+    assert unknown.err.strip() == "tinyscale: error: rater 'bob' has no scores (raters: ana, judge:gpt-4o-mini)"
+    same = cli_process("agreement", "--a", "ana", "--b", "ana", root=root, timeout=120)
+    assert same.status == 1 and "compare two different raters" in same.err
+    few = cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "10", root=root, timeout=120)
+    assert few.status == 1 and "--resamples 10" in few.err

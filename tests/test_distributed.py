@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tinyscale.cli import main
+from support import offline_environment, tinyscale_command
 from tinyscale.core import append_jsonl, read_jsonl
-from tinyscale.distributed import WORKER_CODE, shard_folder, shard_path
+from tinyscale.distributed import shard_folder, shard_path
 from tinyscale.prompts import load_prompts
 
 PROMPTS = 40
 RUN = "two"
 FLAGS = ["--max-new-tokens", "24", "--batch-size", "4", "--run", RUN, "--no-progress"]  # 10 batches, 5 per rank
 TIMEOUT = 240  # seconds for one command; a 2-core machine may be busy with something else
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def write_prompts(path, prompts):
@@ -24,11 +23,6 @@ def write_prompts(path, prompts):
         writer = csv.writer(f)
         writer.writerow(["id", "category", "prompt", "expected", "source_id"])
         writer.writerows((p.id, p.category, p.prompt, p.expected, p.source_id) for p in prompts)
-
-
-def environment(folder):
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARIABLES and not k.startswith("TORCHELASTIC")}
-    return dict(env, HF_HUB_OFFLINE="1", HF_HOME=str(folder/"hf-home"), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +38,9 @@ def generate_args(model, work, out, *extra):
 
 
 def run(command, work, timeout=TIMEOUT):
-    return subprocess.run(command, env=environment(work), cwd=work, capture_output=True, text=True, timeout=timeout)
-
-
-def tinyscale(args):
-    "The `tinyscale` command line in a fresh Python."
-    return [sys.executable, "-c", WORKER_CODE, *args]
+    "Run `command` (a launcher's or `tinyscale_command`) in `work`, offline, with one CPU thread per process."
+    return subprocess.run(command, env=offline_environment(work, OMP_NUM_THREADS=1), cwd=work, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def script():
@@ -69,7 +60,7 @@ def texts(path):
 @pytest.fixture(scope="module")
 def single(work, fixture_models):
     "The run file of one process (plain `tinyscale generate`)."
-    done = run(tinyscale(generate_args(fixture_models, work, work/"single")), work)
+    done = run(tinyscale_command(*generate_args(fixture_models, work, work/"single")), work)
     assert done.returncode == 0, done.stderr
     assert f"{PROMPTS} written, 0 already there" in done.stdout
     assert "tinyscale: rank" not in done.stderr
@@ -95,7 +86,7 @@ def check_two_ranks_equal_one_process(done, out, single):
 
 def test_two_ranks_under_torchrun_equal_one_process(work, fixture_models, single):
     out = work/"torchrun"
-    done = run(tinyscale(generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")), work)
+    done = run(tinyscale_command(*generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")), work)
     check_two_ranks_equal_one_process(done, out, single)
 
 
@@ -119,8 +110,8 @@ def test_a_killed_rank_fails_the_run_and_a_rerun_generates_only_what_is_missing(
     out = work/"killed"
     rank_1_shard = shard_path(out, RUN, 1, 2)
     with open(work/"killed.stderr", "w") as stderr:
-        process = subprocess.Popen(tinyscale(generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")),
-                                   env=environment(work), cwd=work, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(tinyscale_command(*generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")),
+                                   env=offline_environment(work, OMP_NUM_THREADS=1), cwd=work, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             wait_for(lambda: 1 in rank_lines((work/"killed.stderr").read_text()), process, TIMEOUT, "line from rank 1")
             wait_for(lambda: rank_1_shard.exists() and rank_1_shard.read_bytes().count(b"\n") > 0, process, TIMEOUT,
@@ -155,7 +146,7 @@ def test_one_process_completes_what_a_killed_distributed_run_left(work, fixture_
     append_jsonl(shard_path(out, RUN, 0, 2), rows[:12])
     append_jsonl(shard_path(out, RUN, 1, 2), rows[20:28])
     with open(shard_path(out, RUN, 1, 2), "ab") as f: f.write(b'{"completion_id": "cut short')
-    done = run(tinyscale(generate_args(fixture_models, work, out)), work)
+    done = run(tinyscale_command(*generate_args(fixture_models, work, out)), work)
     assert done.returncode == 0, done.stderr
     assert "merged 20 completions left in" in done.stderr and "tinyscale: rank" not in done.stderr
     assert f"{PROMPTS - 20} written, 20 already there" in done.stdout
@@ -170,7 +161,7 @@ def test_a_failing_rank_fails_the_run_with_its_error(work, fixture_models):
     out = work/"failing"
     shard_path(out, RUN, 1, 2).mkdir(parents=True)
     started = time.monotonic()
-    done = run(tinyscale(generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")), work)
+    done = run(tinyscale_command(*generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2")), work)
     assert done.returncode == 1 and time.monotonic() - started < 120
     assert re.search(r"IsADirectoryError: .*rank-1-of-2\.jsonl", done.stderr), done.stderr[-3000:]
     assert done.stderr.strip().endswith("rerunning completes only what is missing")
@@ -185,15 +176,14 @@ def test_a_failing_rank_fails_the_run_with_its_error(work, fixture_models):
     (["--launch", "torchrun", "--nproc", "2", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--timeout", "0"], "--timeout 0: must be more than 0 minutes"),
 ])
-def test_launcher_mistakes_are_one_line_and_start_nothing(fixture_models, work, tmp_path, capsys, extra, message):
-    status = main(generate_args(fixture_models, work, tmp_path/"out", *extra))
-    err = capsys.readouterr().err
+def test_launcher_mistakes_are_one_line_and_start_nothing(cli, fixture_models, work, tmp_path, extra, message):
+    status, _, err = cli(*generate_args(fixture_models, work, tmp_path/"out", *extra))
     assert status == 1 and err.startswith(f"tinyscale: error: {message}") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path/"out").exists()
 
 
-def test_launch_inside_a_launched_process_is_refused(fixture_models, work, tmp_path, capsys, monkeypatch):
+def test_launch_inside_a_launched_process_is_refused(cli, fixture_models, work, tmp_path, monkeypatch):
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(name, value)
-    status = main(generate_args(fixture_models, work, tmp_path/"out", "--launch", "torchrun", "--nproc", "2"))
-    assert status == 1 and "already rank 1 of 2" in capsys.readouterr().err
+    status, _, err = cli(*generate_args(fixture_models, work, tmp_path/"out", "--launch", "torchrun", "--nproc", "2"))
+    assert status == 1 and "already rank 1 of 2" in err

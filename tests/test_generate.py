@@ -1,13 +1,13 @@
 """End-to-end tests of generation on the TinyStories-1M shape: the completions table, left padding, the cache,
 resuming after a killed run, new settings, the seed preset's lengths, the flags, and the errors a user can meet."""
-import csv, json, os, signal, subprocess, sys, time, warnings
+import csv, signal, subprocess, time, warnings
 from pathlib import Path
 
 import pytest
 
+from support import offline_environment, tinyscale_command
 from tinyscale.completions import COMPLETION_FIELDS, load_completions
 from tinyscale.core import config_hash, read_jsonl, text_hash
-from tinyscale.cli import main
 from tinyscale.generate import (completion_config, eos_loving, form_batches, generate, generate_batch,
                                 existing_completion_ids)
 from tinyscale.models import load_model
@@ -33,21 +33,10 @@ def write_prompts(path, rows=PROMPTS):
     return path
 
 
-def environment(tmp_path):
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path/"hf-home"), TOKENIZERS_PARALLELISM="false")
-
-
 def cli_args(*args, **flags):
     args = ["generate", *args]
     for flag, value in {**FLAGS, **flags}.items(): args += [flag] if value is None else [flag, value]
     return args
-
-
-def tinyscale(args, tmp_path, timeout=300):
-    "Run the `tinyscale` command line in a fresh process."
-    code = "import sys; from tinyscale.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], env=environment(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +53,11 @@ def records(folder):
     return [r for path in sorted(Path(folder).glob("*.jsonl")) for r in read_jsonl(path)]
 
 
-def test_command_line_writes_the_completions_table(fixture_models, prompt_file, tmp_path):
+def test_command_line_writes_the_completions_table(cli_process, fixture_models, prompt_file, tmp_path):
     out = tmp_path/"completions"
-    done = tinyscale(cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(out)), tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "TinyStories-1M (weights:" in done.stdout and "6 written, 0 already there" in done.stdout
+    done = cli_process(*cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(out)))
+    assert done.status == 0, done.err
+    assert "TinyStories-1M (weights:" in done.out and "6 written, 0 already there" in done.out
     rows = records(out)
     assert len(rows) == 6 and all(set(r) == set(COMPLETION_FIELDS) for r in rows)
     prompts = [p for _, p in read_prompt_rows(prompt_file)]
@@ -84,7 +73,7 @@ def test_command_line_writes_the_completions_table(fixture_models, prompt_file, 
         assert (r["new_tokens"], r["finish_reason"], r["ended_with_eos"]) == (12, "length", False)
         assert r["new_story"] is False and r["completion"] and r["completion_raw"] == r["completion"]
         assert set(r["versions"]) >= {"torch", "transformers", "tinyscale"}
-        assert r["seconds"] > 0 and r["run"] == Path(done.stdout.split("-> ")[-1].strip()).stem
+        assert r["seconds"] > 0 and r["run"] == Path(done.out.split("-> ")[-1].strip()).stem
     assert len({r["completion_id"] for r in rows}) == 6  # the Grammar slot reusing pl-01 is its own completion
     table = load_completions(out)
     assert len(table) == 6 and list(table.columns) == list(COMPLETION_FIELDS)
@@ -134,15 +123,14 @@ def test_beam_cache_changes_no_token(tiny):
     assert generate_batch(tiny, texts[:3], seed) == generate_batch(tiny, texts[:3], seed, use_beam_cache=False)
 
 
-def test_resume_after_a_killed_run(fixture_models, tmp_path):
+def test_resume_after_a_killed_run(cli_process, fixture_models, tmp_path):
     "A run killed with SIGKILL after its first batch resumes without duplicates, and ends as a clean run would."
     prompts = load_prompts()[:16]
     prompt_file = write_prompts(tmp_path/"prompts.csv", [(p.id, p.category, p.prompt, p.expected, p.source_id) for p in prompts])
     out = tmp_path/"completions"
     args = cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(out), "--batch-size", "1",
                     **{"--max-new-tokens": "40"})
-    code = "import sys; from tinyscale.cli import main; sys.exit(main(sys.argv[1:]))"
-    process = subprocess.Popen([sys.executable, "-c", code, *args], env=environment(tmp_path), cwd=tmp_path,
+    process = subprocess.Popen(tinyscale_command(*args), env=offline_environment(tmp_path), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
@@ -156,9 +144,9 @@ def test_resume_after_a_killed_run(fixture_models, tmp_path):
         process.wait(timeout=30)
     killed = len(records(out))
     assert 0 < killed < 16, f"{killed} completions on disk when the run was killed"
-    done = tinyscale(args, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert f"{16 - killed} written, {killed} already there" in done.stdout
+    done = cli_process(*args)
+    assert done.status == 0, done.err
+    assert f"{16 - killed} written, {killed} already there" in done.out
     rows = records(out)
     assert sorted(r["prompt_id"] for r in rows) == sorted(p.id for p in prompts)  # each prompt exactly once
     clean = tmp_path/"clean"
@@ -234,38 +222,36 @@ def test_flags_and_per_category_minimum_end_to_end(tiny, prompt_file, tmp_path):
     (["--preset", "seed", "--max-new-tokens", "5"], "tinyscale: error: --max-new-tokens: the seed preset counts lengths"),
     (["--limit", "0"], "tinyscale: error: --limit 0: must be at least 1"),
 ])
-def test_bad_settings_are_one_line(fixture_models, prompt_file, tmp_path, capsys, extra, message):
-    status = main(["generate", "--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(tmp_path/"out"),
-                   "--no-progress", *extra])
-    err = capsys.readouterr().err
+def test_bad_settings_are_one_line(cli, fixture_models, prompt_file, tmp_path, extra, message):
+    status, _, err = cli("generate", "--model", fixture_models, "--prompts", prompt_file, "--out", tmp_path/"out",
+                         "--no-progress", *extra)
     assert status == 1 and err.startswith(message) and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path/"out").exists()
 
 
-def test_unknown_preset_is_refused_by_the_parser(fixture_models, prompt_file, capsys):
+def test_unknown_preset_is_refused_by_the_parser(cli, fixture_models, prompt_file, capsys):
     with pytest.raises(SystemExit) as exit:
-        main(["generate", "--model", str(fixture_models), "--prompts", str(prompt_file), "--preset", "fast"])
+        cli("generate", "--model", fixture_models, "--prompts", prompt_file, "--preset", "fast")
     assert exit.value.code == 2
     assert "argument --preset: invalid choice: 'fast'" in capsys.readouterr().err
 
 
-def test_a_folder_that_is_not_a_model_is_one_line(prompt_file, tmp_path, capsys):
-    status = main(["generate", "--model", str(tmp_path), "--prompts", str(prompt_file), "--no-progress"])
-    err = capsys.readouterr().err
+def test_a_folder_that_is_not_a_model_is_one_line(cli, prompt_file, tmp_path):
+    status, _, err = cli("generate", "--model", tmp_path, "--prompts", prompt_file, "--no-progress")
     assert status == 1 and err.strip() == f"tinyscale: error: {tmp_path}: not a model folder (no config.json; expected a folder written by save_pretrained)"
 
 
-def test_a_bad_prompt_file_is_one_line(fixture_models, tmp_path, capsys):
+def test_a_bad_prompt_file_is_one_line(cli, fixture_models, tmp_path):
     bad = write_prompts(tmp_path/"bad.csv", PROMPTS[:2] + [("xx-01", "Poetry", "Roses are", "", "")])
-    status = main(["generate", "--model", str(fixture_models), "--prompts", str(bad), "--no-progress"])
-    assert status == 1 and capsys.readouterr().err.strip() == f"tinyscale: error: {bad}, row 4: unknown category 'Poetry'"
+    status, _, err = cli("generate", "--model", fixture_models, "--prompts", bad, "--no-progress")
+    assert status == 1 and err.strip() == f"tinyscale: error: {bad}, row 4: unknown category 'Poetry'"
 
 
-def test_offline_hub_model_is_one_clear_line(fixture_models, prompt_file, tmp_path):
+def test_offline_hub_model_is_one_clear_line(cli_process, fixture_models, prompt_file, tmp_path):
     "A Hub id without a network fails at once with one line, before any other model is generated."
-    done = tinyscale(cli_args("--model", str(fixture_models), "--model", "roneneldan/TinyStories-1M",
-                              "--prompts", str(prompt_file), "--out", str(tmp_path/"out")), tmp_path, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip() == ("tinyscale: error: cannot download roneneldan/TinyStories-1M: no network; "
+    done = cli_process(*cli_args("--model", str(fixture_models), "--model", "roneneldan/TinyStories-1M",
+                                 "--prompts", str(prompt_file), "--out", str(tmp_path/"out")), timeout=120)
+    assert done.status == 1
+    assert done.err.strip() == ("tinyscale: error: cannot download roneneldan/TinyStories-1M: no network; "
                                    "pass a local folder with --model")
     assert not (tmp_path/"out").exists()

@@ -6,8 +6,10 @@ import pytest
 
 from judge_support import ALL_KEY_VARIABLES, APIS, KEY_VARIABLES, KEYS, MODELS, files_containing, make_workbook
 from tinyscale.core import TinyscaleError
-from tinyscale.judge import (FAKE_MODEL_VERSION, PRICES_AS_OF, FakeJudgeServer, Judge, RetryPolicy, fake_judge_answer,
-                             make_backend, parse_judgment)
+from tinyscale.fake_judge import FAKE_MODEL_VERSION, FakeJudgeServer, fake_judge_answer
+from tinyscale.judge import Judge
+from tinyscale.judge_backends import PRICES_AS_OF, RetryPolicy, make_backend
+from tinyscale.judge_templates import parse_judgment
 from tinyscale.store import ScoreStore
 
 

@@ -1,19 +1,18 @@
 """The local backend with the workbook's random-weight TinyStories-1M fixture and the real GPT-2 tokenizer: its garbage answers must be recorded as
 parse failures (never as scores), through the chat template when the tokenizer has one, and from the command line."""
-import os, subprocess, sys
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from judge_support import ALL_KEY_VARIABLES, make_workbook
+from judge_support import make_workbook
 from tinyscale.core import read_jsonl
-from tinyscale.judge import Judge, LocalBackend, make_backend
+from tinyscale.judge import Judge
+from tinyscale.judge_backends import LocalBackend, make_backend
 from tinyscale.models import write_fixture_model
 from tinyscale.store import ScoreStore
 
-TINYSCALE = Path(sys.executable).parent / "tinyscale"
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
 
@@ -68,17 +67,14 @@ def test_other_weights_are_another_judge(workbook):
     assert first.model == second.model == "neo" and first.params != second.params
 
 
-def test_local_backend_from_the_command_line(workbook):
+def test_local_backend_from_the_command_line(workbook, cli_process):
     root, _ = workbook
     folder = tiny_model(root / "models" / "judge-neo")
-    env = {k: v for k, v in os.environ.items() if k not in ALL_KEY_VARIABLES}
-    env.update(TINYSCALE_ROOT=str(root), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run([str(TINYSCALE), "judge", "--backend", "local", "--model", str(folder), "--max-tokens", "6",
-                             "--limit", "1", "--no-progress"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "judge:judge-neo: 6 completion(s); judged now 1, from cache 0, without scores 1; 2 request(s); cost $0.0000" in result.stdout
+    result = cli_process("judge", "--backend", "local", "--model", folder, "--max-tokens", "6", "--limit", "1", "--no-progress",
+                         root=root, timeout=300)
+    assert result.status == 1 and "1 of 1 judgment(s) failed: 1 parse failure" in result.err, result.err
+    assert "judge:judge-neo: 6 completion(s); judged now 1, from cache 0, without scores 1; 2 request(s); cost $0.0000" in result.out
     records = read_jsonl(root / "data" / "judge-cache" / "local_judge-neo.jsonl")
     assert len(records) == 1 and records[0]["status"] == "parse_failure"
-    refused = subprocess.run([str(TINYSCALE), "judge", "--backend", "local", "--model", str(root / "nowhere")], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 1 and "not a model folder" in refused.stderr
+    refused = cli_process("judge", "--backend", "local", "--model", root / "nowhere", root=root, timeout=120)
+    assert refused.status == 1 and "not a model folder" in refused.err

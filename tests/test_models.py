@@ -1,38 +1,23 @@
 "Fixture models with the real TinyStories architectures, model loading, revisions and the errors a user can meet."
-import json, os, shutil, subprocess, sys
-from pathlib import Path
+import json, shutil, subprocess, sys
 
 import pytest
 import torch
 
+from support import offline_environment
 from tinyscale.core import TinyscaleError
 from tinyscale.models import (EOS_TOKEN_ID, TINYSTORIES_SHAPES, folder_revision, load_model, model_source, pick_device,
                               write_fixture_model)
 
-TINYSCALE = [sys.executable, "-m", "tinyscale.cli"]
-
-
-def offline_env(tmp_path, **extra):
-    "Environment of a subprocess that cannot reach the Hub and has an empty model cache."
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path/"hf-home"), TOKENIZERS_PARALLELISM="false")
-    env.update(extra)
-    return env
-
-
-def run_cli(args, env, cwd, timeout=300):
-    code = "import sys; from tinyscale.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.slow
-def test_fixture_command_writes_the_three_baselines(tmp_path):
+def test_fixture_command_writes_the_three_baselines(cli_process, tmp_path):
     "`tinyscale fixtures models DIR` writes 1M, 8M and 28M with the published parameter counts and the GPT-2 tokenizer."
-    done = run_cli(["fixtures", "models", str(tmp_path/"models")], offline_env(tmp_path), tmp_path, timeout=600)
-    assert done.returncode == 0, done.stderr
+    done = cli_process("fixtures", "models", tmp_path/"models", timeout=600)
+    assert done.status == 0, done.err
     for size in ("1M", "8M", "28M"):
         folder = tmp_path/"models"/f"TinyStories-{size}"
         hidden, layers, params = TINYSTORIES_SHAPES[size]
-        assert f"{params:,} parameters" in done.stdout
+        assert f"{params:,} parameters" in done.out
         loaded = load_model(folder, device="cpu")
         assert loaded.params == params
         assert loaded.tokenizer("Hello world").input_ids == [15496, 995]
@@ -103,29 +88,29 @@ def test_missing_device_is_a_clear_error():
     {"HF_HUB_OFFLINE": "1"},                                          # offline mode
     {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},     # online, but the Hub does not answer
 ])
-def test_unreachable_hub_is_one_clear_line(tmp_path, network):
-    done = run_cli(["fixtures", "models", "--help"], offline_env(tmp_path), tmp_path)  # the CLI itself works
-    assert done.returncode == 0
+def test_unreachable_hub_is_one_clear_line(cli_process, tmp_path, network):
+    done = cli_process("fixtures", "models", "--help")  # the CLI itself works
+    assert done.status == 0
     code = ("from tinyscale.models import load_model\n"
             "try: load_model('roneneldan/TinyStories-1M', device='cpu')\n"
             "except Exception as e: print(type(e).__name__, e)")
-    done = subprocess.run([sys.executable, "-c", code], env=offline_env(tmp_path, **network), capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], env=offline_environment(tmp_path, **network), capture_output=True,
                           text=True, timeout=120)
     assert done.stdout.strip() == ("TinyscaleError cannot download roneneldan/TinyStories-1M: no network; "
                                    "pass a local folder with --model"), done.stdout + done.stderr
 
 
-def test_fixture_command_refuses_an_unknown_size(tmp_path):
-    done = run_cli(["fixtures", "models", str(tmp_path/"models"), "--size", "2M"], offline_env(tmp_path), tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == ["tinyscale: error: size '2M': unknown TinyStories size (expected one of 1M, 3M, 8M, 28M, 33M)"]
+def test_fixture_command_refuses_an_unknown_size(cli_process, tmp_path):
+    done = cli_process("fixtures", "models", tmp_path/"models", "--size", "2M")
+    assert done.status == 1
+    assert done.err.strip().splitlines() == ["tinyscale: error: size '2M': unknown TinyStories size (expected one of 1M, 3M, 8M, 28M, 33M)"]
     assert not (tmp_path/"models").exists()
 
 
-def test_openmp_waits_passively_unless_told_otherwise(tmp_path):
+def test_openmp_waits_passively_unless_told_otherwise(offline_env):
     "Importing tinyscale.models before torch makes idle OpenMP threads sleep instead of spinning (a user's choice wins)."
     code = "import os, tinyscale.models; print(os.environ['OMP_WAIT_POLICY'])"
-    env = offline_env(tmp_path)
+    env = offline_env
     env.pop("OMP_WAIT_POLICY", None)
     for preset, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
         if preset: env["OMP_WAIT_POLICY"] = preset

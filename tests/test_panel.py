@@ -379,3 +379,61 @@ def test_the_scoring_notebook_says_when_there_is_nothing_to_score(tmp_path, monk
     shown = run_scoring_notebook(project, tmp_path, monkeypatch)
     assert "There are no completions to score yet" in shown
     assert sorted(p.name for p in project.rglob("*")) == ["criteria.csv", "data"]
+
+
+# The project's JupyterLab settings (jupyter_server_config.py), which `make lab` uses
+
+def lab_settings():
+    from traitlets.config.loader import PyFileConfigLoader
+    return PyFileConfigLoader("jupyter_server_config.py", path=str(ROOT)).load_config()
+
+
+def test_make_lab_serves_the_project_and_opens_the_index():
+    settings = lab_settings()
+    assert settings.ServerApp.root_dir == str(ROOT)
+    assert settings.LabApp.default_url == "/lab/tree/nbs/index.ipynb"
+    assert "jupyter lab --config=$(CURDIR)/jupyter_server_config.py" in (ROOT/"Makefile").read_text()
+
+
+def after_a_scoring_session(notebook:dict)->dict:
+    "What JupyterLab sends when it saves the scoring notebook after a session."
+    notebook = json.loads(json.dumps(notebook))
+    for cell in notebook["cells"]: cell["source"] = "".join(cell["source"])   # the browser sends one string
+    notebook["cells"][-1].update(execution_count=2, outputs=[{"output_type": "display_data", "metadata": {},
+                                 "data": {"text/plain": "VBox(... Scoring as <b>ana</b> ...)",
+                                          "application/vnd.jupyter.widget-view+json": {"model_id": "ab12", "version_major": 2, "version_minor": 0}}}])
+    notebook["cells"][-1]["metadata"]["scrolled"] = True
+    notebook["cells"].append({"cell_type": "code", "execution_count": None, "id": "0a1b2c3d", "metadata": {}, "outputs": [], "source": ""})
+    notebook["metadata"]["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+    notebook["metadata"].update(language_info={"name": "python", "version": "3.11.2"},
+                                widgets={"application/vnd.jupyter.widget-state+json": {"state": {"ab12": {"state": {"value": "ana"}}}}})
+    return notebook
+
+
+@pytest.fixture
+def contents_manager(tmp_path, monkeypatch):
+    "A Jupyter contents manager over a scratch project, with the project's pre-save hook (saving signs: keep that under tmp)."
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path/"jupyter-data"))
+    for folder in ("nbs", "posts/a-post", "elsewhere"): (tmp_path/"project"/folder).mkdir(parents=True)
+    return FileContentsManager(root_dir=str(tmp_path/"project"), pre_save_hook=lab_settings().ContentsManager.pre_save_hook)
+
+
+def test_saving_the_scoring_notebook_after_a_session_leaves_it_as_committed(contents_manager):
+    committed = (ROOT/"nbs"/"score.ipynb").read_bytes()
+    model = {"type": "notebook", "format": "json", "content": after_a_scoring_session(json.loads(committed))}
+    contents_manager.save(model, "nbs/score.ipynb")
+    saved = Path(contents_manager.root_dir)/"nbs"/"score.ipynb"
+    assert saved.read_bytes() == committed
+    assert "ana" not in saved.read_text(encoding="utf-8")
+
+
+def test_other_notebooks_lose_only_what_their_folder_does_not_commit(contents_manager):
+    session = after_a_scoring_session(json.loads((ROOT/"nbs"/"score.ipynb").read_text(encoding="utf-8")))
+    for path in ("posts/a-post/index.ipynb", "elsewhere/scratch.ipynb"):
+        contents_manager.save({"type": "notebook", "format": "json", "content": json.loads(json.dumps(session))}, path)
+    post, scratch = (json.loads((Path(contents_manager.root_dir)/p).read_text()) for p in ("posts/a-post/index.ipynb", "elsewhere/scratch.ipynb"))
+    assert all(cell.get("outputs", []) == [] for cell in post["cells"]) and set(post["metadata"]) == {"kernelspec"}
+    assert scratch["cells"][-2]["outputs"] and "widgets" not in scratch["metadata"] and "language_info" in scratch["metadata"]
+    contents_manager.save({"type": "file", "format": "text", "content": "not a notebook"}, "nbs/notes.txt")
+    assert (Path(contents_manager.root_dir)/"nbs"/"notes.txt").read_text() == "not a notebook"

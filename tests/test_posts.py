@@ -5,10 +5,10 @@ temporary workbook holding the rubric, the prompts, the paper targets and one ra
 from `tests/fixtures/analysis_wide_scores.csv`. The same post is run again on a workbook with no
 scores, where it must say so instead of failing, and the first post once more with a fake LLM judge's
 scores next to `ada`'s, where it must show the judge's blind agreement exactly as `tinyscale agreement`
-computes it.
+computes it. The post "Capabilities over training" runs on a workbook that also holds a planted sweep (see
+`curves_support`), and once more on the fixture scores alone, where it must say plainly that there is no sweep yet.
 """
-import io, json, os, shutil
-from contextlib import redirect_stdout
+import json
 from pathlib import Path
 
 import nbformat
@@ -16,7 +16,8 @@ import pytest
 from nbclient import NotebookClient
 
 from agreement_support import add_fake_judge, assert_tables_match
-from tinyscale.cli import main
+from curves_support import write_planted_sweep
+from support import make_workbook, offline_environment
 from tinyscale.completions import load_completions
 from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore
@@ -27,14 +28,14 @@ from tinyscale.report import CALIBRATION_NOTE, headline, report_from_store, watc
 REPO = Path(__file__).resolve().parents[1]
 POSTS = sorted((REPO/"posts").glob("*/index.ipynb"))
 BASELINES = REPO/"posts"/"2026-11-29-tinystories-baselines"/"index.ipynb"
+CURVES = REPO/"posts"/"2026-12-01-capabilities-over-training"/"index.ipynb"
 JUDGE_SECTION = "## How far can an LLM judge be trusted?"
 SCORES = REPO/"tests"/"fixtures"/"analysis_wide_scores.csv"
 
 
-def workbook(folder, with_scores=True):
+def scored_workbook(folder, with_scores=True):
     "A temporary workbook root: the data files, and (optionally) the fixture scores imported as rater `ada`."
-    (folder/"data").mkdir(parents=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(REPO/"data"/name, folder/"data"/name)
+    make_workbook(folder)
     (folder/"scores").mkdir()
     if with_scores:
         store = ScoreStore(folder/"scores", completions=load_completions(folder/"data"/"completions"), rubric=load_rubric())
@@ -44,8 +45,7 @@ def workbook(folder, with_scores=True):
 
 def execute(post, root):
     "Run a post as Quarto would (from its own folder) with the workbook root at `root`; returns the executed notebook."
-    env = {k: v for k, v in os.environ.items() if k != "TINYSCALE_RATER"}
-    env.update(TINYSCALE_ROOT=str(root), MPLBACKEND="Agg", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = offline_environment(root, TINYSCALE_ROOT=root, MPLBACKEND="Agg")
     notebook = nbformat.read(post, as_version=4)
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(post.parent)}}).execute(env=env)
     return notebook
@@ -56,7 +56,8 @@ def executed(tmp_path_factory):
     "Each post executed once on the fixture scores: {post: (notebook, workbook root)}."
     runs = {}
     for post in POSTS:
-        root = workbook(tmp_path_factory.mktemp("workbook"))
+        root = scored_workbook(tmp_path_factory.mktemp("workbook"))
+        if post == CURVES: write_planted_sweep(root, with_baseline=False)  # the fixture's released models are the reference lines
         runs[post] = execute(post, root), root
     return runs
 
@@ -106,7 +107,7 @@ def test_baselines_post_shows_the_report(executed):
 
 @pytest.mark.parametrize("post", POSTS, ids=lambda p: p.parent.name)
 def test_post_without_scores_says_so(post, tmp_path):
-    notebook = execute(post, workbook(tmp_path/"empty", with_scores=False))
+    notebook = execute(post, scored_workbook(tmp_path/"empty", with_scores=False))
     assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert any(text.startswith("**No scores yet.**") for text in outputs(notebook, "text/markdown"))
     assert not outputs(notebook, "image/png")
@@ -120,9 +121,9 @@ def test_baselines_post_says_plainly_that_no_judge_has_scored(executed):
     assert not any("Blind agreement of" in text for text in markdown)
 
 
-def test_baselines_post_shows_the_judges_blind_agreement(tmp_path):
+def test_baselines_post_shows_the_judges_blind_agreement(cli, tmp_path):
     "With a judge's scores next to ada's, the section holds the numbers of `tinyscale agreement --format csv`, per category and criterion."
-    root = workbook(tmp_path/"judged")
+    root = scored_workbook(tmp_path/"judged")
     add_fake_judge(root)
     notebook = execute(BASELINES, root)
     assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
@@ -130,10 +131,10 @@ def test_baselines_post_shows_the_judges_blind_agreement(tmp_path):
     assert not any(text.startswith("**No judge scores yet.**") for text in markdown)
     section, = [text for text in markdown if text.startswith("### Blind agreement of judge:fake with ada\n")]
     def agreement(format):
-        with redirect_stdout(io.StringIO()) as out:
-            assert main(["agreement", "--a", "ada", "--b", "judge:fake", "--store", str(root/"scores"),
-                         "--completions", str(root/"data"/"completions"), "--format", format]) == 0
-        return out.getvalue()
+        result = cli("agreement", "--a", "ada", "--b", "judge:fake", "--store", root/"scores",
+                     "--completions", root/"data"/"completions", "--format", format)
+        assert result.status == 0
+        return result.out
     assert section.split("\n\n")[1] == json.loads(agreement("json"))["headline"]  # the blind headline, first
     assert_tables_match(section, agreement("csv"), level=4)
     assert "Reviewed agreement" not in section
@@ -142,3 +143,31 @@ def test_baselines_post_shows_the_judges_blind_agreement(tmp_path):
     judge_cell = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code" for o in c.get("outputs", [])
                       if section in o.get("data", {}).get("text/markdown", ""))
     assert sources.index("## Against the paper") < sources.index(JUDGE_SECTION) < judge_cell < sources.index("## What to watch for")
+
+
+def test_curves_post_shows_the_curves_and_the_order_of_emergence(executed):
+    "The curves post shows its three figures, and its sentences and tables hold the numbers of `tinyscale curves` for the planted sweep."
+    from tinyscale.curves import curves_from_store, curves_headline, curves_watch_notes, emergence_sentence
+    notebook, root = executed[CURVES]
+    result = curves_from_store(root/"scores", [root/"data"/"completions"], root/"sweeps")
+    assert result.runs == ["lr-fast", "lr-slow"]
+    markdown = outputs(notebook, "text/markdown")
+    assert curves_headline(result) in markdown
+    assert "Reference lines: TinyStories-1M, TinyStories-8M and TinyStories-28M" in curves_headline(result)
+    sentences = "\n".join(f"- {emergence_sentence(result.emergence, run)}" for run in result.runs)
+    assert sentences in markdown and "Grammar is the first category whose lower 95% bound passes 0.5 (step 500)" in sentences
+    assert "\n".join(f"- {note}" for note in curves_watch_notes(result)) in markdown
+    html = "\n".join(outputs(notebook, "text/html"))
+    grammar = result.curves[(result.curves.run == "lr-slow") & (result.curves.category == "Grammar") & (result.curves.level == "category")]
+    for row in grammar.itertuples(): assert f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.n}" in html
+    assert "step 500 (4.1M tokens)" in html  # the emergence table: Grammar of lr-fast
+    assert len(outputs(notebook, "image/png")) == 3
+
+
+def test_curves_post_without_a_sweep_says_so(tmp_path):
+    "Scores of the released models but no checkpoint: the post says plainly that there is no sweep yet, and draws nothing."
+    notebook = execute(CURVES, scored_workbook(tmp_path/"no-sweep"))
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    markdown = outputs(notebook, "text/markdown")
+    assert any(text.startswith("**No sweep yet.** none of ada's scores") and "no training axis" in text for text in markdown)
+    assert not outputs(notebook, "image/png") and not outputs(notebook, "text/html")

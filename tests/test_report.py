@@ -3,53 +3,37 @@
 The expected numbers are computed here straight from the wide CSV (one score per filled cell), not
 with tinyscale's analysis, so the report is checked against an independent count.
 """
-import csv, io, json, os, shutil, subprocess, sys
+import csv, io, json, shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from agreement_support import add_fake_judge, assert_tables_match, markdown_rows
+from support import make_workbook, run_tinyscale
 from tinyscale.agreement import REVIEWED_HEADING, REVIEWED_WARNING, Review
-from tinyscale.cli import main
-from tinyscale.core import TinyscaleError
 from tinyscale.report import CALIBRATION_NOTE, build_report, write_report
 from tinyscale.rubric import load_paper_targets, load_rubric
 from tinyscale.analysis import example_scores
 
 REPO = Path(__file__).resolve().parents[1]
 WIDE = REPO/"tests"/"fixtures"/"analysis_wide_scores.csv"
-SCRIPT = Path(sys.executable).parent/"tinyscale"
 HEADER = "level,category,criterion,model,mean,n,ci_low,ci_high"
 FIGURES = ("category_bars", "criterion_heatmap", "scaling_curve", "ours_vs_paper")
-
-
-def new_workbook(folder):
-    (folder/"data").mkdir(parents=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(REPO/"data"/name, folder/"data"/name)
-    return folder
-
-
-def console(root, *argv):
-    "Run the installed `tinyscale` script in the workbook `root`."
-    env = {**os.environ, "TINYSCALE_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(SCRIPT), *argv], cwd=root, env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     "A workbook with nothing but the data files and the fixture wide CSV imported as rater `ada`."
-    root = new_workbook(tmp_path_factory.mktemp("workbook"))
-    result = console(root, "scores", "import", str(WIDE), "--rater", "ada")
-    assert result.returncode == 0, result.stderr
+    root = make_workbook(tmp_path_factory.mktemp("workbook"))
+    result = run_tinyscale("scores", "import", WIDE, "--rater", "ada", root=root, timeout=180)
+    assert result.status == 0, result.err
     return root
 
 
-def run(capsys, root, *argv):
-    "Run `tinyscale report` in-process on the workbook `root`; returns (status, stdout, stderr)."
-    status = main(["report", "--store", str(root/"scores"), "--completions", str(root/"data"/"completions"), *argv])
-    out, err = capsys.readouterr()
-    return status, out, err
+def store_of(root):
+    "The arguments that name the workbook `root`'s score store and completions."
+    return ["--store", root/"scores", "--completions", root/"data"/"completions"]
 
 
 def expected_cells():
@@ -70,11 +54,11 @@ def expected_cells():
     return cells
 
 
-def test_wide_import_then_csv_report_gives_the_expected_numbers(imported):
-    result = console(imported, "report", "--format", "csv")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == HEADER
-    table = pd.read_csv(io.StringIO(result.stdout), keep_default_na=False, dtype={"category": str, "criterion": str})
+def test_wide_import_then_csv_report_gives_the_expected_numbers(cli_process, imported):
+    result = cli_process("report", "--format", "csv", root=imported, timeout=180)
+    assert result.status == 0, result.err
+    assert result.out.splitlines()[0] == HEADER
+    table = pd.read_csv(io.StringIO(result.out), keep_default_na=False, dtype={"category": str, "criterion": str})
     expected = expected_cells()
     found = {(r.level, r.category, r.criterion, r.model): r for r in table.itertuples()}
     for key, (total, count) in expected.items():
@@ -94,23 +78,23 @@ def test_wide_import_then_csv_report_gives_the_expected_numbers(imported):
     assert found[("criterion", "Plot", "D", "roneneldan/TinyStories-1M")].n == 3
 
 
-def test_csv_report_is_reproducible_and_seeded(imported, capsys):
-    _, first, _ = run(capsys, imported, "--format", "csv", "--resamples", "500")
-    _, again, _ = run(capsys, imported, "--format", "csv", "--resamples", "500")
-    _, other, _ = run(capsys, imported, "--format", "csv", "--resamples", "500", "--seed", "1")
+def test_csv_report_is_reproducible_and_seeded(cli, imported):
+    _, first, _ = cli("report", *store_of(imported), "--format", "csv", "--resamples", "500")
+    _, again, _ = cli("report", *store_of(imported), "--format", "csv", "--resamples", "500")
+    _, other, _ = cli("report", *store_of(imported), "--format", "csv", "--resamples", "500", "--seed", "1")
     assert first == again
     first, other = (pd.read_csv(io.StringIO(t), keep_default_na=False) for t in (first, other))
     assert first["mean"].tolist() == other["mean"].tolist()
     assert first["ci_low"].tolist() != other["ci_low"].tolist()
 
 
-def test_markdown_report_and_figures_are_written(imported, tmp_path):
+def test_markdown_report_and_figures_are_written(cli_process, imported, tmp_path):
     out = tmp_path/"reports"
-    result = console(imported, "report", "--out", str(out), "--resamples", "500")
-    assert result.returncode == 0, result.stderr
+    result = cli_process("report", "--out", str(out), "--resamples", "500", root=imported, timeout=180)
+    assert result.status == 0, result.err
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["report.md"] + [f"{f}.{k}" for f in FIGURES for k in ("png", "svg")])
-    assert [line for line in result.stdout.splitlines()] == [f"wrote {out/name}" for name in ["report.md"] + [f"{f}.{k}" for f in FIGURES for k in ("png", "svg")]]
+    assert [line for line in result.out.splitlines()] == [f"wrote {out/name}" for name in ["report.md"] + [f"{f}.{k}" for f in FIGURES for k in ("png", "svg")]]
     for figure in FIGURES:
         assert (out/f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (out/f"{figure}.svg").read_bytes()[:1000]
@@ -124,14 +108,14 @@ def test_markdown_report_and_figures_are_written(imported, tmp_path):
     assert "| TinyStories-8M − TinyStories-1M | All criteria |" in markdown
 
 
-def test_markdown_is_printed_without_out(imported, capsys):
-    status, out, err = run(capsys, imported, "--resamples", "200")
+def test_markdown_is_printed_without_out(cli, imported):
+    status, out, err = cli("report", *store_of(imported), "--resamples", "200")
     assert (status, err) == (0, "")
     assert out.startswith("# Scores of ada") and "## Figures" not in out
 
 
-def test_json_report(imported, capsys):
-    status, out, _ = run(capsys, imported, "--format", "json", "--resamples", "200")
+def test_json_report(cli, imported):
+    status, out, _ = cli("report", *store_of(imported), "--format", "json", "--resamples", "200")
     data = json.loads(out)
     assert status == 0 and data["rater"] == "ada" and data["n_resamples"] == 200
     assert [m["params"] for m in data["models"]] == [3745984, 19702528, 51987968]
@@ -141,30 +125,30 @@ def test_json_report(imported, capsys):
     assert len(data["paper_comparison"]) == 12 and len(data["differences"]) > 0
 
 
-def test_several_raters_need_rater(tmp_path, capsys):
-    root = new_workbook(tmp_path/"workbook")
+def test_several_raters_need_rater(cli, cli_process, tmp_path):
+    root = make_workbook(tmp_path/"workbook")
     for rater in ("ada", "bo"):
-        assert console(root, "scores", "import", str(WIDE), "--rater", rater).returncode == 0
-    status, out, err = run(capsys, root, "--format", "csv")
+        assert cli_process("scores", "import", WIDE, "--rater", rater, root=root, timeout=180).status == 0
+    status, out, err = cli("report", *store_of(root), "--format", "csv")
     assert (status, out) == (1, "")
     assert err == f"tinyscale: error: {root/'scores'} holds the scores of 2 raters (ada, bo); pick one with --rater\n"
-    status, out, err = run(capsys, root, "--format", "csv", "--rater", "bo", "--resamples", "200")
+    status, out, err = cli("report", *store_of(root), "--format", "csv", "--rater", "bo", "--resamples", "200")
     assert status == 0 and out.startswith(HEADER)
-    status, _, err = run(capsys, root, "--rater", "cy")
+    status, _, err = cli("report", *store_of(root), "--rater", "cy")
     assert status == 1 and "rater 'cy' has no scores" in err and "(raters: ada, bo)" in err
 
 
-def test_no_scores_is_one_clear_line(tmp_path):
-    root = new_workbook(tmp_path/"workbook")
-    result = console(root, "report")
-    assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.startswith("tinyscale: error: no scores yet in ") and result.stderr.count("\n") == 1
+def test_no_scores_is_one_clear_line(cli_process, tmp_path):
+    root = make_workbook(tmp_path/"workbook")
+    result = cli_process("report", root=root, timeout=180)
+    assert result.status == 1 and result.out == ""
+    assert result.err.startswith("tinyscale: error: no scores yet in ") and result.err.count("\n") == 1
 
 
-def test_bad_arguments(imported, capsys):
-    status, _, err = run(capsys, imported, "--resamples", "10")
+def test_bad_arguments(cli, imported):
+    status, _, err = cli("report", *store_of(imported), "--resamples", "10")
     assert status == 1 and "--resamples 10: use at least 100 resamples" in err
-    with pytest.raises(SystemExit): main(["report", "--format", "html"])
+    with pytest.raises(SystemExit): cli("report", "--format", "html")
 
 
 def test_a_failure_while_writing_leaves_nothing_half_written(tmp_path, monkeypatch):
@@ -191,96 +175,95 @@ def test_a_failure_while_writing_leaves_nothing_half_written(tmp_path, monkeypat
 
 @pytest.fixture(scope="module")
 def judged(tmp_path_factory):
-    root = new_workbook(tmp_path_factory.mktemp("judged"))
-    assert console(root, "scores", "import", str(WIDE), "--rater", "ada").returncode == 0
+    root = make_workbook(tmp_path_factory.mktemp("judged"))
+    assert run_tinyscale("scores", "import", WIDE, "--rater", "ada", root=root, timeout=180).status == 0
     add_fake_judge(root)
     return root
 
 
-def agreement(capsys, root, *argv):
-    "Run `tinyscale agreement` in-process on `root`; returns its stdout."
-    status = main(["agreement", "--store", str(root/"scores"), "--completions", str(root/"data"/"completions"), "--resamples", "500", *argv])
-    out, err = capsys.readouterr()
+def agreement(cli, root, *argv):
+    "Run `tinyscale agreement` in-process on `root`, which must succeed; returns its stdout."
+    status, out, err = cli("agreement", *store_of(root), "--resamples", "500", *argv)
     assert (status, err) == (0, ""), err
     return out
 
 
-def test_markdown_report_shows_the_blind_agreement_with_the_judge(judged, capsys):
-    status, out, err = run(capsys, judged, "--resamples", "500")  # one person and a judge: the report is the person's
+def test_markdown_report_shows_the_blind_agreement_with_the_judge(cli, judged):
+    status, out, err = cli("report", *store_of(judged), "--resamples", "500")  # one person and a judge: the report is the person's
     assert (status, err) == (0, "")
     assert out.startswith("# Scores of ada")
-    headline = json.loads(agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))["headline"]
+    headline = json.loads(agreement(cli, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))["headline"]
     assert headline.startswith("Blind agreement of judge:fake with ada: exact ")
     section = out[out.index("## Blind agreement of judge:fake with ada\n"):]
     assert out.index("## Comparison with the TinyStories paper") < out.index("## Blind agreement")
     assert section.split("\n\n")[1] == headline
     assert "Blind: each rater scored without seeing the other's scores" in section
-    assert_tables_match(section, agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "csv"))
+    assert_tables_match(section, agreement(cli, judged, "--a", "ada", "--b", "judge:fake", "--format", "csv"))
     assert "`tinyscale agreement --a ada --b judge:fake --format csv`" in section
     assert REVIEWED_HEADING not in out  # nobody reviewed the judge yet
 
 
-def test_the_tables_really_compare_the_two_raters(judged, capsys):
+def test_the_tables_really_compare_the_two_raters(cli, judged):
     "Independent of tinyscale.agreement: the overall exact agreement counted here from the two raters' scores."
     from tinyscale.store import ScoreStore
     from tinyscale.completions import load_completions
     store = ScoreStore(judged/"scores", completions=load_completions(judged/"data"/"completions"), rubric=load_rubric())
     ada, judge = (store.current(r).set_index(["completion_id", "criterion"]).score for r in ("ada", "judge:fake"))
     both = pd.concat([ada, judge], axis=1, join="inner", keys=["ada", "judge"])
-    _, out, _ = run(capsys, judged, "--resamples", "200")
+    _, out, _ = cli("report", *store_of(judged), "--resamples", "200")
     overall = markdown_rows(out, "### Per category")[0]
     assert overall[:2] == ["All criteria", str(len(both))]
     assert overall[2].startswith(f"{(both.ada == both.judge).mean():.0%} [")
     assert 0 < (both.ada == both.judge).mean() < 1 and len(both) < len(ada)
 
 
-def test_json_report_holds_what_tinyscale_agreement_prints(judged, capsys):
-    status, out, _ = run(capsys, judged, "--format", "json", "--resamples", "500")
+def test_json_report_holds_what_tinyscale_agreement_prints(cli, judged):
+    status, out, _ = cli("report", *store_of(judged), "--format", "json", "--resamples", "500")
     data = json.loads(out)
     assert status == 0 and data["rater"] == "ada" and data["agreement_notes"] == []
-    assert data["agreements"] == [json.loads(agreement(capsys, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))]
+    assert data["agreements"] == [json.loads(agreement(cli, judged, "--a", "ada", "--b", "judge:fake", "--format", "json"))]
     assert data["agreements"][0]["reviewed_agreement"] is None
-    status, out, _ = run(capsys, judged, "--format", "json", "--resamples", "200", "--no-agreement")
+    status, out, _ = cli("report", *store_of(judged), "--format", "json", "--resamples", "200", "--no-agreement")
     assert status == 0 and json.loads(out)["agreements"] == []
 
 
-def test_csv_report_is_unchanged_by_the_judge(judged, imported, capsys):
-    status, with_judge, err = run(capsys, judged, "--format", "csv", "--resamples", "300")
+def test_csv_report_is_unchanged_by_the_judge(cli, judged, imported):
+    status, with_judge, err = cli("report", *store_of(judged), "--format", "csv", "--resamples", "300")
     assert (status, err) == (0, "")
-    _, without_judge, _ = run(capsys, imported, "--format", "csv", "--resamples", "300")
+    _, without_judge, _ = cli("report", *store_of(imported), "--format", "csv", "--resamples", "300")
     assert with_judge.splitlines()[0] == HEADER
     assert with_judge == without_judge  # the same scores of ada, with or without a judge in the store
-    status, out, err = run(capsys, judged, "--format", "csv", "--agreement-with", "judge:fake")
+    status, out, err = cli("report", *store_of(judged), "--format", "csv", "--agreement-with", "judge:fake")
     assert (status, out) == (1, "")
     assert err.startswith(f"tinyscale: error: --agreement-with judge:fake: the CSV report keeps its columns ({HEADER}); ")
     assert "`tinyscale agreement --a RATER --b judge:fake --format csv`" in err and err.count("\n") == 1
 
 
-def test_unknown_agreement_rater_is_one_clear_line(judged, capsys):
-    status, out, err = run(capsys, judged, "--agreement-with", "cy")
+def test_unknown_agreement_rater_is_one_clear_line(cli, judged):
+    status, out, err = cli("report", *store_of(judged), "--agreement-with", "cy")
     assert (status, out) == (1, "")
     assert err == f"tinyscale: error: --agreement-with cy: no scores of 'cy' in {judged/'scores'} (raters: ada, judge:fake)\n"
-    status, _, err = run(capsys, judged, "--agreement-with", "ada")
+    status, _, err = cli("report", *store_of(judged), "--agreement-with", "ada")
     assert status == 1 and "that is the report's own rater" in err and err.count("\n") == 1
-    with pytest.raises(SystemExit): main(["report", "--agreement-with", "judge:fake", "--no-agreement"])
+    with pytest.raises(SystemExit): cli("report", "--agreement-with", "judge:fake", "--no-agreement")
 
 
-def test_agreement_with_names_the_raters_in_order(judged, tmp_path, capsys):
+def test_agreement_with_names_the_raters_in_order(cli, cli_process, judged, tmp_path):
     "Repeatable: one section per rater named, a person too; by default only judges are compared."
     root = tmp_path/"workbook"
     shutil.copytree(judged, root)
-    assert console(root, "scores", "import", str(WIDE), "--rater", "bo").returncode == 0
-    status, out, _ = run(capsys, root, "--rater", "ada", "--resamples", "200", "--agreement-with", "bo", "--agreement-with", "judge:fake")
+    assert cli_process("scores", "import", WIDE, "--rater", "bo", root=root, timeout=180).status == 0
+    status, out, _ = cli("report", *store_of(root), "--rater", "ada", "--resamples", "200", "--agreement-with", "bo", "--agreement-with", "judge:fake")
     assert status == 0
     assert out.index("## Blind agreement of bo with ada") < out.index("## Blind agreement of judge:fake with ada")
     assert "Blind agreement of bo with ada: exact 100% [100%, 100%]" in out  # bo's scores are ada's
-    _, out, _ = run(capsys, root, "--rater", "ada", "--resamples", "200")
+    _, out, _ = cli("report", *store_of(root), "--rater", "ada", "--resamples", "200")
     assert "## Blind agreement of judge:fake with ada" in out and "of bo with" not in out
-    _, out, _ = run(capsys, root, "--rater", "judge:fake", "--resamples", "200")  # a judge's report compares only when asked
+    _, out, _ = cli("report", *store_of(root), "--rater", "judge:fake", "--resamples", "200")  # a judge's report compares only when asked
     assert out.startswith("# Scores of judge:fake") and "## Blind agreement" not in out
 
 
-def test_a_review_of_the_judge_follows_the_blind_tables_labelled(judged, tmp_path, capsys):
+def test_a_review_of_the_judge_follows_the_blind_tables_labelled(cli, judged, tmp_path):
     root = tmp_path/"workbook"
     shutil.copytree(judged, root)
     from tinyscale.store import ScoreStore
@@ -289,12 +272,12 @@ def test_a_review_of_the_judge_follows_the_blind_tables_labelled(judged, tmp_pat
     review = Review(store, "judge:fake", "ada")
     for verdict in ("agree", "agree", "disagree"):
         review.mark(verdict); review.go_next()
-    status, out, _ = run(capsys, root, "--resamples", "200")
+    status, out, _ = cli("report", *store_of(root), "--resamples", "200")
     assert status == 0
     section = out[out.index("## Blind agreement of judge:fake with ada"):]
     assert section.split("\n\n")[1].startswith("Blind agreement of judge:fake with ada: exact ")
     assert section.index("### Per criterion") < section.index(f"### {REVIEWED_HEADING}\n\n{REVIEWED_WARNING}")
     assert markdown_rows(section, f"### {REVIEWED_HEADING}")[0][:3] == ["All criteria", "3", "67%"]
-    _, out, _ = run(capsys, root, "--format", "json", "--resamples", "200")
+    _, out, _ = cli("report", *store_of(root), "--format", "json", "--resamples", "200")
     reviewed = json.loads(out)["agreements"][0]["reviewed_agreement"]
     assert reviewed["label"].startswith("reviewed agreement (not blind") and reviewed["rows"][0]["agreed"] == 2

@@ -292,7 +292,7 @@ def reference_views(folder, completions, rater=None):
     current = current.merge(completions[["completion_id", "prompt", "completion", "revision", "params"]], on="completion_id", how="left")
     notes = {}
     for e in events:
-        if e["note"] is not None: notes[e["completion_id"]] = e["note"]
+        if e["criterion"] == "" and e["note"] is not None: notes[e["completion_id"]] = e["note"]
     return dict(events=pd.DataFrame(events, columns=list(EVENT_FIELDS)), current=current, latest=latest,
                 notes={cid: n for cid, n in notes.items() if n})
 

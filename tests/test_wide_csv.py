@@ -10,7 +10,7 @@ from tinyscale.completions import Completion, append_completions, completion_id,
 from tinyscale.core import config_hash, text_hash
 from tinyscale.prompts import read_prompt_rows
 from tinyscale.store import ScoreStore
-from tinyscale.wide import WideCsvProblems, export_long, export_wide, import_wide_csv, read_wide_csv, wide_scores
+from tinyscale.wide import WideCsvProblems, export_long, export_wide, import_wide_csv, imported_prompt_id, read_wide_csv, wide_scores
 
 FIXTURES = Path(__file__).parent/"fixtures"
 QUIRKS, CANONICAL, BROKEN = FIXTURES/"wide_quirks.csv", FIXTURES/"wide_canonical.csv", FIXTURES/"wide_broken.csv"
@@ -55,14 +55,16 @@ def test_every_quirk_imports_every_score(tmp_path):
     completions = load_completions(tmp_path/"completions")
     by_id = completions.set_index("completion_id")
     current = open_store(tmp_path).current("ana")
-    id_of = {"fk-01": "4", "pl-01": "2", "gr-01": "3"}
-    got = sorted((id_of.get(r.prompt_id, r.prompt_id.removeprefix("import-")), r.category, r.model, r.criterion, r.score)
-                 for r in current.itertuples())
+    got = sorted((by_id.at[r.completion_id, "import_id"], r.category, r.model, r.criterion, r.score) for r in current.itertuples())
     assert got == QUIRK_SCORES
     assert set(current.source) == {"import"}
-    # prompts matched by category and exact text; the Grammar reuse of a Plot prompt stays a separate completion
-    assert sorted(completions.prompt_id) == sorted(["import-1", "import-1", "pl-01", "gr-01", "fk-01", "import-5",
-                                                    "import-6", "import-7", "import-8", "import-9"])
+    # prompts matched by category and exact text; the Grammar reuse of a Plot prompt stays a separate completion; the others
+    # get an id from their category and text, the same for both models of row ID 1
+    matched = {"2": "pl-01", "3": "gr-01", "4": "fk-01"}
+    assert completions.prompt_id.tolist() == [matched.get(r.import_id, imported_prompt_id(r.category, r.prompt))
+                                              for r in completions.itertuples()]
+    assert sorted(completions.import_id) == ["1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert completions[completions.import_id == "1"].prompt_id.nunique() == 1
     kite = completions[completions.completion == KITE]
     assert sorted(kite.category) == ["Grammar", "Plot"] and kite.completion_id.nunique() == 2
     lily = completions[completions.model == M1].completion.tolist()
@@ -79,7 +81,7 @@ def test_every_quirk_imports_every_score(tmp_path):
     assert record["completion_id"] == completion_id(M1, record["revision"], text_hash(record["prompt"]), config_hash(config))
     # the row without scores is a completion still to score
     unscored = open_store(tmp_path).unscored("ana")
-    assert by_id.loc[unscored, "prompt_id"].tolist() == ["import-7", "import-8"]  # 7 lacks Creativity_B
+    assert by_id.loc[unscored, "import_id"].tolist() == ["7", "8"]  # 7 lacks Creativity_B
 
 
 def test_reimport_adds_nothing(tmp_path):

@@ -15,10 +15,10 @@ import ipywidgets as widgets
 import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
-from .core import TinyscaleError, append_jsonl, read_jsonl, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, is_judge, rater_file_name
+from .store import ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
@@ -43,7 +43,9 @@ def paired_scores(scores:pd.DataFrame, # tidy current scores of any raters (`Sco
     "One row per (completion, criterion) scored by both `a` and `b`: both scores and notes, in the scores' order."
     if a == b: raise TinyscaleError(f"--a and --b are both {a!r}: compare two different raters")
     for name in (a, b):
-        if not (scores["rater"] == name).any(): raise TinyscaleError(f"rater {name!r} has no scores (raters: {_known_raters(scores)})")
+        if not (scores["rater"] == name).any():
+            hint = rater_hint(name, list(scores["rater"].unique()))
+            raise TinyscaleError(f"rater {name!r} has no scores (raters: {_known_raters(scores)}){hint}")
     key = ["completion_id", "criterion"]
     extra = [c for c in ("prompt", "completion", "params") if c in scores.columns]
     first = scores[scores["rater"] == a][key + ["prompt_id", "category", "model", "score", "note"] + extra]
@@ -255,6 +257,9 @@ class Review:
     def item(self)->dict:
         "The pair shown: completion, criterion (with its text), both scores and notes, and any earlier mark."
         row = self.queue.iloc[self.position].to_dict()
+        for side, rater in (("note_a", self.human), ("note_b", self.judge)):  # the score's own note, then the note on the completion
+            notes = [n for n in (row[side], self.store.notes(rater).get(row["completion_id"])) if isinstance(n, str) and n]
+            row[side] = "\n".join(dict.fromkeys(notes)) or None
         row["criterion_text"] = self.rubric.get(row["category"], row["criterion"]).text
         marks = self.reviews()
         mark = marks[(marks.completion_id == row["completion_id"]) & (marks.criterion == row["criterion"])]
@@ -462,7 +467,8 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
 def _agreement_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     folder = Path(args.store) if args.store else None
-    store = ScoreStore(folder, completions=load_completions(args.completions) if args.completions else None)
+    paths = completion_paths(args)
+    store = ScoreStore(folder, completions=load_completions(paths) if paths else None)
     if not store.folder.exists(): raise TinyscaleError(f"--store {store.folder}: no such folder")
     agreement = compare_raters(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples)
     print(render_agreement(agreement, args.format), end="")
@@ -472,9 +478,7 @@ def add_cli(parser):
     "The `tinyscale agreement` arguments."
     parser.add_argument("--a", required=True, help="the first rater (e.g. your name)")
     parser.add_argument("--b", required=True, help="the second rater (e.g. judge:<model>)")
-    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
-    parser.add_argument("--format", choices=FORMATS, default="md", help="md (for people), csv (the agreement table) or json (everything)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-    parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES, help=f"bootstrap resamples (default {BOOTSTRAP_RESAMPLES})")
+    add_store_options(parser)
+    add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
+                format=dict(help="md (for people), csv (the agreement table) or json (everything); default md"))
     parser.set_defaults(handler=_agreement_command)

@@ -16,12 +16,15 @@ __all__ = ['COMMANDS', 'build_parser', 'main', 'console']
 # %% ../nbs/90_cli.ipynb #5cc5213d
 COMMANDS = {
     "prompts":   ("tinyscale.prompts",     "check and summarise the prompt set"),
-    "fixtures":  ("tinyscale.models",      "write shape-faithful TinyStories models (random weights) for offline use"),
+    "fixtures":  ("tinyscale.runs",        "write offline fixtures: TinyStories- and Llama-shaped models, a real short training run"),
     "generate":  ("tinyscale.distributed", "generate completions for one or more models (in one process or several)"),
     "scores":    ("tinyscale.wide",        "import, export and count scores"),
     "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
     "agreement": ("tinyscale.agreement",   "agreement between two raters"),
+    "curves":    ("tinyscale.curves",      "capability curves over training, the baselines, the loss and probes, and when each category emerges"),
+    "sweep":     ("tinyscale.sweep",       "completions (and judge scores) for every checkpoint of training runs"),
+    "probe":     ("tinyscale.probes",      "cheap probes of every checkpoint of training runs, no judge needed"),
 }
 
 # %% ../nbs/90_cli.ipynb #6133c1d7

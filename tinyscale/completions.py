@@ -10,11 +10,11 @@ import warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import pandas as pd
-from .core import TinyscaleError, append_jsonl, canonical_json, data_path, read_jsonl, text_hash
+from .core import TinyscaleError, append_jsonl, canonical_json, config_hash, data_path, read_jsonl, text_hash
 
 # %% auto #0
 __all__ = ['COMPLETION_FIELDS', 'REQUIRED_FIELDS', 'completion_id', 'Completion', 'completions_dir', 'append_completions',
-           'load_completions']
+           'example_completion', 'load_completions']
 
 # %% ../nbs/03_completions.ipynb #4aac66b2
 def completion_id(model:str, # model id as given: a Hub id or a local folder name
@@ -51,6 +51,11 @@ class Completion:
     versions: dict = field(default_factory=dict) # library versions (torch, transformers, tinyscale)
     run: str = ""        # the run file it was written to
     created: str = ""    # UTC time written
+    import_id: str = ""  # the `ID` cell of the wide CSV row it was imported from (imports only)
+    training_run: str|None = None  # the training run of a checkpoint's completion (`tinyscale sweep`), else None
+    checkpoint: str|None = None    # the checkpoint's folder or Hub revision, e.g. `checkpoint-500`
+    step: int|None = None          # the checkpoint's training step
+    tokens: int|None = None        # training tokens seen by that step, where known
     def to_dict(self)->dict: return asdict(self)
     def __repr__(self):
         text = self.completion if len(self.completion) < 60 else self.completion[:57] + "..."
@@ -71,13 +76,39 @@ def append_completions(path:str|Path, # a run file, `data/completions/<run>.json
     "Append completion records to a run file in one synced write."
     append_jsonl(path, [c.to_dict() for c in completions])
 
+# %% ../nbs/03_completions.ipynb #1d546e5e
+def example_completion(prompt_id:str="pl-01", # the prompt slot
+                       category:str="Plot", # the prompt's category
+                       prompt:str="Once upon a time, a cat", # the prompt text
+                       completion:str=" sat on the mat.", # the continuation
+                       model:str="fixture/TinyStories-1M", # the model's name as recorded
+                       revision:str="rev0", # the model's revision
+                       config:dict|None=None, # generation settings (default: 5 beams)
+                       **fields, # any other field of `Completion` (`finish_reason`, `ended_with_eos`, `run`, ...)
+                      )->Completion:
+    "A completion record whose identity fields agree with each other, for examples and tests."
+    config = {"num_beams": 5} if config is None else config
+    chash = config_hash(config)
+    return Completion(completion_id(model, revision, text_hash(prompt), chash), prompt_id, category, prompt, completion,
+                      model, revision=revision, prompt_hash=text_hash(prompt), config=config, config_hash=chash, **fields)
+
 # %% ../nbs/03_completions.ipynb #674c21b8
-def load_completions(folder:str|Path|None=None, # default `data/completions/`
+def _run_files(paths:str|Path|list|None=None, # a run file, a folder of them, or a list of either (default `data/completions/`)
+             )->list[Path]:
+    "The run files that `paths` names, in order: a file as given, a folder's `*.jsonl` files sorted by name."
+    paths = [completions_dir()] if not paths else [paths] if isinstance(paths, (str, Path)) else paths
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir(): files += sorted(path.glob("*.jsonl"))
+        elif path.is_file(): files.append(path)
+        elif path.suffix == ".jsonl": raise TinyscaleError(f"{path}: no such run file")
+    return files
+
+def load_completions(paths:str|Path|list|None=None, # a run file, a folder of them, or a list of either (default `data/completions/`)
                     )->pd.DataFrame:
-    "All completion records under `folder` as one DataFrame indexed by nothing, one row per `completion_id`."
-    folder = Path(folder) if folder else completions_dir()
+    "All completion records in `paths` as one DataFrame indexed by nothing, one row per `completion_id`."
     rows, first_seen = [], {}
-    for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+    for path in _run_files(paths):
         for line_number, record in enumerate(read_jsonl(path), start=1):
             missing = [f for f in REQUIRED_FIELDS if f not in record]
             if missing:

@@ -241,6 +241,32 @@ def worker_arguments(args:argparse.Namespace, # the parsed `tinyscale generate` 
         else: argv += [flag, str(value)]
     return argv
 
+# %% ../nbs/12_distributed.ipynb #6fc0b5b6
+def _generate_command(args, single, actions:list)->int:
+    ranks = ranks_from_environment()
+    nproc = _check_launch(args, ranks)
+    if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout:g}: must be more than 0 minutes")
+    if args.dry_run: return single(args)  # one process plans; it writes nothing, so there are no leftovers to merge
+    if args.launch: return _launch(args, actions, nproc)
+    if ranks.world > 1: return _rank_command(args, ranks)
+    merge_leftovers(Path(args.completions) if args.completions else completions_dir())
+    return single(args)
+
+def add_cli(parser):
+    "The `tinyscale generate` arguments: those of `tinyscale.generate` and the launcher's."
+    generate_cli(parser)
+    single = parser.get_default("handler")
+    launch = parser.add_argument_group("several processes (one is the default)")
+    launch.add_argument("--launch", choices=["torchrun"], help="start the generation in several processes under torchrun")
+    launch.add_argument("--nproc", type=int, help="processes on this machine (default: one per CUDA GPU)")
+    launch.add_argument("--nnodes", type=int, default=1, help="machines (default: 1)")
+    launch.add_argument("--node-rank", type=int, default=0, help="this machine among them, 0 to NNODES-1 (default: 0)")
+    launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="machine 0's address and a free port (several machines)")
+    launch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
+                        help=f"how long a rank waits for the others before failing (default: {DEFAULT_TIMEOUT_MINUTES:g})")
+    actions = [a for a in parser._actions if a.option_strings and a.dest != "help" and a.dest not in LAUNCH_FLAGS]
+    parser.set_defaults(handler=partial(_generate_command, single=single, actions=actions))
+
 # %% ../nbs/12_distributed.ipynb #6f312e5c
 _ENDPOINT = re.compile(r"^\[?[\w.:-]+?\]?:(\d+)$")
 
@@ -311,28 +337,3 @@ def _rank_command(args, ranks:Ranks)->int:
             print(f"merged {sum(merged.values())} completions from {len(merged)} shards ({per_shard})")
         _print_results(results, f" on {ranks.world} ranks")
     return 0
-
-# %% ../nbs/12_distributed.ipynb #6fc0b5b6
-def _generate_command(args, single, actions:list)->int:
-    ranks = ranks_from_environment()
-    nproc = _check_launch(args, ranks)
-    if args.timeout <= 0: raise TinyscaleError(f"--timeout {args.timeout:g}: must be more than 0 minutes")
-    if args.launch: return _launch(args, actions, nproc)
-    if ranks.world > 1: return _rank_command(args, ranks)
-    merge_leftovers(Path(args.completions) if args.completions else completions_dir())
-    return single(args)
-
-def add_cli(parser):
-    "The `tinyscale generate` arguments: those of `tinyscale.generate` and the launcher's."
-    generate_cli(parser)
-    single = parser.get_default("handler")
-    launch = parser.add_argument_group("several processes (one is the default)")
-    launch.add_argument("--launch", choices=["torchrun"], help="start the generation in several processes under torchrun")
-    launch.add_argument("--nproc", type=int, help="processes on this machine (default: one per CUDA GPU)")
-    launch.add_argument("--nnodes", type=int, default=1, help="machines (default: 1)")
-    launch.add_argument("--node-rank", type=int, default=0, help="this machine among them, 0 to NNODES-1 (default: 0)")
-    launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="machine 0's address and a free port (several machines)")
-    launch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
-                        help=f"how long a rank waits for the others before failing (default: {DEFAULT_TIMEOUT_MINUTES:g})")
-    actions = [a for a in parser._actions if a.option_strings and a.dest != "help" and a.dest not in LAUNCH_FLAGS]
-    parser.set_defaults(handler=partial(_generate_command, single=single, actions=actions))

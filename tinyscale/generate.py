@@ -22,10 +22,11 @@ from .completions import Completion, append_completions, completion_id, completi
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
-           'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
-           'starts_new_story', 'completion_flags', 'existing_completion_ids', 'read_generation_prompts', 'ModelRun',
-           'GenerationSettings', 'generate_model', 'prepare_generation', 'generate', 'add_cli']
+           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'check_preset', 'completion_config', 'form_batches',
+           'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving',
+           'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
+           'read_generation_prompts', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation',
+           'generate', 'ModelPlan', 'plan_generation', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -229,6 +230,19 @@ def completion_flags(ids:list[int], # new token ids, padding trimmed
     return dict(ended_with_eos=ended, finish_reason="eos" if ids and ids[-1] == eos_token_id else "length",
                 new_story=bool(text_after_eos or starts_new_story(prompt, completion)))
 
+# %% ../nbs/05_generate.ipynb #ba3f8908
+SENTENCEPIECE_SPACE = "▁"  # how SentencePiece vocabularies write a word's leading space
+
+def decode_continuation(tokenizer, ids:list[int], # new token ids
+                        skip_special_tokens:bool=True)->str:
+    "Decode `ids` as text that follows a prompt: a first token's leading space is kept even where the decoder strips it."
+    text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+    special = set(tokenizer.all_special_ids) if skip_special_tokens else set()
+    first = next((i for i in ids if i not in special), None)
+    token = tokenizer.convert_ids_to_tokens(first) if first is not None else None
+    if isinstance(token, str) and token.startswith(SENTENCEPIECE_SPACE) and not text.startswith(" "): text = " " + text
+    return text
+
 # %% ../nbs/05_generate.ipynb #18936065
 def existing_completion_ids(folder:str|Path)->set[str]:
     "Ids of the completions in the run files (`*.jsonl`) directly in `folder`."
@@ -307,18 +321,20 @@ class GenerationSettings:
         return cls(args.preset, args.batch_size, args.device, args.dtype, args.max_new_tokens)
 
 # %% ../nbs/05_generate.ipynb #a3a77add
-def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict)->Completion:
+def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict,
+                extra:dict|None=None)->Completion:
     tokenizer = loaded.tokenizer
     ids = trim_padding(ids, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
+    text = decode_continuation(tokenizer, ids)
     chash = config_hash(config)
     return Completion(
         completion_id=completion_id(loaded.name, loaded.revision, text_hash(prompt.prompt), chash),
         prompt_id=prompt.id, category=prompt.category, prompt=prompt.prompt, completion=text, model=loaded.name,
         revision=loaded.revision, prompt_hash=text_hash(prompt.prompt), prompt_set_hash=set_hash, config=config,
-        config_hash=chash, completion_raw=tokenizer.decode(ids, skip_special_tokens=False), new_tokens=len(ids),
+        config_hash=chash, completion_raw=decode_continuation(tokenizer, ids, skip_special_tokens=False), new_tokens=len(ids),
         **completion_flags(ids, tokenizer.eos_token_id, prompt.prompt, text), params=loaded.params,
-        seconds=round(seconds, 4), device=loaded.device, dtype=loaded.dtype, versions=versions, run=run, created=utc_now())
+        seconds=round(seconds, 4), device=loaded.device, dtype=loaded.dtype, versions=versions, run=run, created=utc_now(),
+        **(extra or {}))
 
 # %% ../nbs/05_generate.ipynb #aef7beed
 def _plan(model, prompts:list[Prompt], done:set[str], settings:GenerationSettings):
@@ -341,8 +357,11 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
                    bar=None, # a tqdm bar to advance, if any
                    take=None, # picks the batches to run among those with a missing prompt (default: all of them)
                    run:str|None=None, # run name recorded in each completion (default: the stem of `path`)
+                   extra:dict|None=None, # more fields recorded in each completion (e.g. a checkpoint's `training_run`, `step`)
                   )->ModelRun:
     "Generate the missing completions of one model, appending each batch to `path`."
+    unknown = sorted(set(extra or {}) - set(Completion.__dataclass_fields__))
+    if unknown: raise ValueError(f"extra: not fields of a completion: {', '.join(unknown)}")
     source, configs, missing = _plan(model, prompts, done, settings)
     result = ModelRun(source.name, source.revision, 0, len(prompts) - len(missing), 0, 0.0, path)
     if not missing: return result
@@ -355,7 +374,7 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
         start = time.perf_counter()
         new_ids, _ = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
         seconds = time.perf_counter() - start
-        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions)
+        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions, extra)
                    for i, row in zip(batch, new_ids) if i in missing]
         append_completions(path, records)
         done.update(r.completion_id for r in records)
@@ -397,10 +416,82 @@ def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
     with _progress(owed, progress) as bar:
         return [generate_model(m, prompts, path, done, settings, set_hash, bar) for m in models]
 
+# %% ../nbs/05_generate.ipynb #9c220790
+@dataclass
+class ModelPlan:
+    model: str          # the model's name as recorded
+    revision: str
+    prompts: int        # prompts of the run
+    cached: int         # completions already written
+    missing: int        # completions to generate
+    batches: int        # batches that would run
+    batch_size: int|None
+    seconds: float|None # estimated generation time (None: nothing to do, or not measured)
+    path: Path          # the run file
+    def __repr__(self):
+        time = "" if self.seconds is None else f", about {self.seconds:.0f} s"
+        return f"ModelPlan({self.model}: {self.missing} to generate in {self.batches} batches, {self.cached} cached{time})"
+
+def _new_tokens_cap(settings:GenerationSettings, width:int)->int:
+    preset = PRESETS[settings.preset]
+    return settings.max_new_tokens or preset.get("max_new_tokens") or preset["max_length"] - width
+
+def _batch_timing(loaded:LoadedModel, prompts:list[Prompt], configs:list[dict], steps:tuple=(2, 10))->tuple[float, float]:
+    "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
+    lengths = ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
+    texts, seconds = [p.prompt for p in prompts], []
+    generate_batch(loaded, texts[:1], [{**configs[0], "max_new_tokens": 1}])  # warm up kernels and allocations
+    for n in steps:
+        short = [{k: v for k, v in c.items() if k not in lengths} | {"max_new_tokens": n} for c in configs]
+        start = time.perf_counter()
+        generate_batch(loaded, texts, short)
+        seconds.append(time.perf_counter() - start)
+    per_step = max(seconds[1] - seconds[0], 0) / (steps[1] - steps[0])
+    return max(seconds[0] - (steps[0] - 1) * per_step, 0), per_step
+
+def plan_generation(models=DEFAULT_MODELS, prompts=None, out=None, # as for `generate`
+                    settings:GenerationSettings|None=None, limit:int|None=None, run:str|None=None, # as for `generate`
+                    measure:bool=True, # load each model that owes completions and time a few steps
+                    **overrides, # fields of `GenerationSettings`
+                   )->list[ModelPlan]:
+    "What `generate` would do, model by model, with a measured time estimate; writes nothing."
+    settings = GenerationSettings.of(settings, **overrides)
+    prompts, set_hash, models, path = prepare_generation(models, prompts, out, settings, limit, run)
+    done, plans = existing_completion_ids(path.parent), []
+    for model in models:
+        source, configs, missing = _plan(model, prompts, done, settings)
+        plan = ModelPlan(source.name, source.revision, len(prompts), len(prompts) - len(missing), len(missing), 0, None, None, path)
+        plans.append(plan)
+        if not missing: continue
+        loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
+        plan.batch_size = _batch_size(settings, loaded.device)
+        lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
+        batches = [b for b in form_batches(lengths, plan.batch_size) if not missing.isdisjoint(b)]
+        plan.batches = len(batches)
+        if measure:
+            # the longest prompts' batch stands for every batch (shorter prompts step a little faster)
+            first, per_step = _batch_timing(loaded, [prompts[i] for i in batches[0]], [configs[i] for i in batches[0]])
+            plan.seconds = sum(first + per_step * (_new_tokens_cap(settings, max(lengths[i] for i in b)) - 1) for b in batches)
+    return plans
+
 # %% ../nbs/05_generate.ipynb #a874d697
+def _duration(seconds:float)->str: return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+def _print_plans(plans:list[ModelPlan])->int:
+    for p in plans:
+        time = f", about {_duration(p.seconds)} (measured)" if p.seconds is not None else ""
+        batches = f" in {p.batches} batches of up to {p.batch_size or p.prompts}" if p.missing else ""
+        print(f"{p.model} ({p.revision[:20]}): {p.prompts} prompts, {p.cached} already there, {p.missing} to generate{batches}{time}")
+    total = sum(p.seconds or 0 for p in plans)
+    print(f"dry run: nothing generated; {sum(p.missing for p in plans)} completions to generate, about {_duration(total)} in all -> {plans[0].path}")
+    return 0
+
 def _generate_command(args)->int:
     from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()
+    if args.dry_run:
+        return _print_plans(plan_generation(args.model or DEFAULT_MODELS, args.prompts, args.completions,
+                                            GenerationSettings.from_args(args), args.limit, args.run))
     results = generate(args.model or DEFAULT_MODELS, args.prompts, args.completions, GenerationSettings.from_args(args),
                        args.limit, args.run, progress=not args.no_progress)
     for r in results:
@@ -422,4 +513,5 @@ def add_cli(parser):
     parser.add_argument("--limit", type=int, help="only the first N prompts")
     parser.add_argument("--run", help="run file name under --completions (default: <preset>-<prompt set hash>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be generated and how long it would take (measured); write nothing")
     parser.set_defaults(handler=_generate_command)

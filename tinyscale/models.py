@@ -233,10 +233,11 @@ def _fixtures_command(args)->int:
     return 0
 
 def add_cli(parser):
-    "The `tinyscale fixtures` subcommands."
+    "The `tinyscale fixtures` subcommands; returns them, for other modules to add theirs (`tinyscale.runs`)."
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     models = kinds.add_parser("models", help="write TinyStories-shaped models with random weights and the real tokenizer")
     models.add_argument("folder", help="parent folder; models go to FOLDER/TinyStories-<size>")
     models.add_argument("--size", action="append", help=f"a size to write (repeatable; default {' '.join(FIXTURE_SIZES)})")
     models.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     models.set_defaults(handler=_fixtures_command)
+    return kinds

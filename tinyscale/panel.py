@@ -6,20 +6,21 @@ Docs: https://tinyscale.github.io/tinyscale/panel.html.md"""
 
 # %% ../nbs/07_panel.ipynb #386ae048
 from __future__ import annotations
-import html, math, os, random, time, traceback
+import html, math, os, random, re, time, traceback
 from pathlib import Path
 import anywidget, traitlets
 from fastcore.basics import patch
 import ipywidgets as widgets
 import pandas as pd
 from .core import TinyscaleError, atomic_write_text, project_root
-from .rubric import CATEGORIES, LEVEL_NAMES, SCORE_LEVELS, Rubric, check_score
+from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, check_score
 from .completions import load_completions
 from .store import ScoreStore
 
 # %% auto #0
-__all__ = ['ORDERS', 'PANEL_KEYS', 'RATER_FILE', 'scoring_order', 'item_html', 'KeyboardArea', 'ScorePanel', 'widget_texts',
-           'rater_file', 'remembered_rater', 'remember_rater', 'ScoringSession']
+__all__ = ['ORDERS', 'PANEL_KEYS', 'LEVEL_MEANINGS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'text_html', 'story_html',
+           'flags_html', 'item_html', 'KeyboardArea', 'ScorePanel', 'widget_texts', 'rater_file', 'remembered_rater',
+           'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
 
 # %% ../nbs/07_panel.ipynb #dd865e85
 ORDERS = ("interleaved", "sequential")
@@ -60,6 +61,14 @@ _BOX = ("white-space:pre-wrap; word-break:break-word; font-family:var(--jp-code-
 _PROMPT_STYLE = _BOX + "background:#f3f4f6; color:#374151; border-left:4px solid #9ca3af;"
 _COMPLETION_STYLE = _BOX + "background:#fff7e0; color:#111827; border-left:4px solid #d97706;"
 _BADGE = "display:inline-block; margin-right:6px; padding:1px 7px; border-radius:9px; font-size:12px; "
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+") # a line break, then one or more blank lines
+
+def text_html(text:str)->str:
+    "`text` as HTML: escaped, spaces kept, each line break drawn once, a blank line between paragraphs as a small gap."
+    paragraphs = [html.escape(p) for p in _BLANK_LINES.split(_LINE_BREAK.sub("\n", text))]
+    gap = '<div style="margin-bottom:0.6em">'
+    return "".join([gap + p + "</div>" for p in paragraphs[:-1]] + [f"<div>{paragraphs[-1]}</div>"])
 
 def _flag(value)->bool|None:
     "A completion flag as True, False or None (unknown, e.g. imported)."
@@ -69,20 +78,32 @@ def _flag(value)->bool|None:
 def _caption(text:str)->str:
     return f'<div style="font-size:11px; text-transform:uppercase; letter-spacing:.05em; color:#6b7280">{text}</div>'
 
-def item_html(prompt:str, # the prompt as fed to the model
-              completion:str, # the continuation being scored
-              ended_with_eos=None, # True, False or None (unknown)
-              new_story=None, # True if the model began another story after finishing
-             )->str:
-    "HTML for one item: the prompt and the completion in distinct boxes, whitespace kept, then its flags."
-    shown = html.escape(completion) if completion else '<i style="color:#6b7280">(empty completion)</i>'
+def story_html(prompt:str, # the prompt as fed to the model
+               completion:str, # the continuation being scored
+              )->str:
+    "The prompt and the completion in distinct boxes, spaces kept."
+    shown = text_html(completion) if completion else '<i style="color:#6b7280">(empty completion)</i>'
+    return (_caption("Prompt") + f'<div style="{_PROMPT_STYLE}">{text_html(prompt)}</div>'
+            + _caption("Completion") + f'<div style="{_COMPLETION_STYLE}">{shown}</div>')
+
+def flags_html(ended_with_eos=None, # True, False or None (unknown)
+               new_story=None, # True if the model began another story after finishing
+              )->str:
+    "Badges for how the completion ended: with end-of-text or cut at the length limit, and a new story after it."
     badges = []
     eos, new = _flag(ended_with_eos), _flag(new_story)
     if eos is True: badges.append(f'<span style="{_BADGE}background:#dcfce7; color:#166534">■ ended with end-of-text</span>')
     if eos is False: badges.append(f'<span style="{_BADGE}background:#fee2e2; color:#991b1b">✂ cut at the length limit (no end-of-text)</span>')
     if new is True: badges.append(f'<span style="{_BADGE}background:#ede9fe; color:#5b21b6">↻ started a new story after end-of-text</span>')
-    return (_caption("Prompt") + f'<pre style="{_PROMPT_STYLE}">{html.escape(prompt)}</pre>'
-            + _caption("Completion") + f'<pre style="{_COMPLETION_STYLE}">{shown}</pre>' + "".join(badges))
+    return "".join(badges)
+
+def item_html(prompt:str, # the prompt as fed to the model
+              completion:str, # the continuation being scored
+              ended_with_eos=None, # True, False or None (unknown)
+              new_story=None, # True if the model began another story after finishing
+             )->str:
+    "HTML for one item: the prompt and the completion in distinct boxes, spaces kept, then its flags."
+    return story_html(prompt, completion) + flags_html(ended_with_eos, new_story)
 
 # %% ../nbs/07_panel.ipynb #f906fe92
 PANEL_KEYS = ("0", "5", "1", "Backspace", "Delete", "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "j", "k", "n")
@@ -92,11 +113,16 @@ function render({ model, el }) {
   el.classList.add("tinyscale-keys");
   el.tabIndex = 0;
   el.setAttribute("aria-label", "Scoring keys");
-  el.innerHTML = "<b>⌨ Keys</b> (click here, or any button of the panel): " +
-    "<b>0</b> / <b>5</b> / <b>1</b> score the marked criterion · <b>↑ ↓</b> criterion · " +
-    "<b>← →</b> or <b>k j</b> item · <b>n</b> next unscored · <b>Backspace</b> clears";
+  // Each phrase stays on one line, so a narrow strip wraps between phrases only.
+  const line = (separator, ...phrases) => phrases.map((p) => `<span style="white-space:nowrap">${p}</span>`).join(separator);
+  el.innerHTML =
+    "<span class='tinyscale-keys-off'>" + line(" ", "<b>⌨ Keys off:</b> click here", "(or any button of the panel)",
+                                              "to score with <b>0</b> / <b>5</b> / <b>1</b>") + "</span>" +
+    "<span class='tinyscale-keys-typing'>" + line(" ", "<b>⌨ Typing in a box:</b> keys go to the box;", "click here to score with the keys") + "</span>" +
+    "<span class='tinyscale-keys-on'>" + line(" · ", "<b>⌨ Keys on:</b> <b>0</b> / <b>5</b> / <b>1</b> score ▶", "<b>↑ ↓</b> criterion",
+                                             "<b>← →</b> or <b>k j</b> item", "<b>n</b> next unscored", "<b>Backspace</b> clears") + "</span>";
   const keys = new Set(model.get("panel_keys"));
-  const typing = (t) => t && t.closest && t.closest("textarea, input, select, [contenteditable=true]");
+  const typing = (t) => t && t.closest && t.closest("textarea, input, select, [contenteditable=true], .cm-editor");
   const onKey = (event) => {
     if (typing(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "Tab" || (event.shiftKey && event.key === "Enter")) return;
@@ -111,6 +137,15 @@ function render({ model, el }) {
     if (!el.isConnected && tries++ < 200) { setTimeout(attach, 50); return; }
     panel = el.closest(".tinyscale-panel") || el;
     panel.addEventListener("keydown", onKey);
+    // Take the focus only when nobody is typing elsewhere (a cell's editor, a text box).
+    if (model.get("focus_on_open") && el.isConnected && !typing(document.activeElement)) {
+      el.focus({ preventScroll: true });
+      // The panel's widgets are drawn one after another: keep the panel in view while it grows, for a moment.
+      const show = () => { if (panel.contains(document.activeElement)) panel.scrollIntoView({ block: "nearest" }); };
+      const growing = new ResizeObserver(show);
+      growing.observe(panel);
+      setTimeout(() => growing.disconnect(), 3000);
+    }
   };
   attach();
   return () => { if (panel) panel.removeEventListener("keydown", onKey); };
@@ -118,36 +153,59 @@ function render({ model, el }) {
 export default { render };
 """
 
-_KEYBOARD_CSS = """
-.tinyscale-keys { padding: 4px 8px; border: 1px dashed #9ca3af; border-radius: 4px; color: #4b5563;
-                  font-size: 12px; cursor: pointer; outline: none; user-select: none; }
-.tinyscale-keys:focus { border: 1px solid #2563eb; background: #eff6ff; color: #1e3a8a; }
+_PANEL_CSS = """
+.tinyscale-keys { padding: 3px 8px; margin: 2px 2px 4px 2px; border: 1px dashed #d97706; border-radius: 4px; color: #92400e;
+                  background: #fffbeb; font-size: 12px; line-height: 1.4; cursor: pointer; outline: none; user-select: none; }
+.tinyscale-keys-on, .tinyscale-keys-typing { display: none; }
+.tinyscale-panel:focus-within .tinyscale-keys { border: 1px solid #93c5fd; background: #eff6ff; color: #1e3a8a; }
+.tinyscale-panel:focus-within .tinyscale-keys-off { display: none; }
+.tinyscale-panel:focus-within .tinyscale-keys-on { display: inline; }
+.tinyscale-panel:has(textarea:focus, input:focus) .tinyscale-keys-on { display: none; }
+.tinyscale-panel:has(textarea:focus, input:focus) .tinyscale-keys-typing { display: inline; }
 .tinyscale-panel:focus-within { box-shadow: 0 0 0 2px #bfdbfe; }
+.tinyscale-panel .tinyscale-level { padding: 0 4px; }
 """
 
 class KeyboardArea(anywidget.AnyWidget):
     "A focusable strip that sends the panel's keys to Python and keeps them from JupyterLab's shortcuts."
     _esm = _KEYBOARD_ESM
-    _css = _KEYBOARD_CSS
+    _css = _PANEL_CSS
     panel_keys = traitlets.List(traitlets.Unicode(), default_value=list(PANEL_KEYS)).tag(sync=True) # the keys sent to Python
+    focus_on_open = traitlets.Bool(False).tag(sync=True) # take the focus (and scroll the panel into view) when drawn
 
 # %% ../nbs/07_panel.ipynb #6d65605f
 _LEVEL_STYLE = {0.0: "danger", 0.5: "warning", 1.0: "success"}
 _LEVEL_TEXT = {0.0: "0", 0.5: "0.5", 1.0: "1"}
+LEVEL_MEANINGS = {0.0: "fails the criterion", 0.5: "partly meets the criterion", 1.0: "meets the criterion"}
+_LEVEL_HEADING = {0.0: "fails", 0.5: "partly", 1.0: "meets"}
+_BUTTON_WIDTH = "46px"
 _REQUIRED = ("completion_id", "prompt_id", "category", "prompt", "completion", "model")
 
 def _level_text(score)->str: return "–" if score is None else _LEVEL_TEXT[float(score)]
 
+def _level_headings()->widgets.HBox:
+    "The heading over the criteria: what each level's button means, one word above each button."
+    cell = lambda text, tip="", **layout: widgets.HTML(text, tooltip=tip, layout=widgets.Layout(**layout))
+    style = "font-size:11px; color:#4b5563; text-align:center; line-height:1.2"
+    return widgets.HBox([cell('<div style="font-size:11px; color:#4b5563; padding-left:6px">criterion</div>', flex="1 1 auto"),
+                         *[cell(f'<div style="{style}">{_LEVEL_HEADING[level]}</div>',
+                                f"{_LEVEL_TEXT[level]}: {LEVEL_MEANINGS[level]}", width=_BUTTON_WIDTH) for level in SCORE_LEVELS],
+                         cell("", width=_BUTTON_WIDTH)], layout=widgets.Layout(align_items="flex-end"))
+
 class _CriterionRow:
     "The widgets of one criterion: its text, the 0 / 0.5 / 1 buttons and a clear button."
     def __init__(self, panel:ScorePanel, index:int):
-        button = lambda text, tip: widgets.Button(description=text, tooltip=tip, layout=widgets.Layout(width="58px"))
-        self.text = widgets.HTML(layout=widgets.Layout(width="62%"))
-        self.buttons = {level: button(_LEVEL_TEXT[level], f"{_LEVEL_TEXT[level]}: {LEVEL_NAMES[level]}") for level in SCORE_LEVELS}
+        def button(text, tip):
+            b = widgets.Button(description=text, tooltip=tip, layout=widgets.Layout(width=_BUTTON_WIDTH, flex="0 0 auto"))
+            b.add_class("tinyscale-level")
+            return b
+        self.text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto"))
+        self.buttons = {level: button(_LEVEL_TEXT[level], f"{_LEVEL_TEXT[level]}: {LEVEL_MEANINGS[level]}") for level in SCORE_LEVELS}
         self.clear = button("clear", "clear this score")
         for level, b in self.buttons.items(): b.on_click(panel._callback(lambda _, level=level: panel.set_score(index, level)))
         self.clear.on_click(panel._callback(lambda _: panel.set_score(index, None)))
         self.box = widgets.HBox([self.text, *self.buttons.values(), self.clear], layout=widgets.Layout(align_items="center"))
+        self.box.add_class("tinyscale-criterion")
 
     def show(self, criterion, score, focused:bool):
         "Draw `criterion` with its current `score`; hide the row when `criterion` is None."
@@ -155,7 +213,7 @@ class _CriterionRow:
         if criterion is None: return
         marker = "▶" if focused else "&nbsp;&nbsp;"
         background = "background:#eff6ff; " if focused else ""
-        self.text.value = (f'<div style="{background}padding:2px 6px; line-height:1.35">{marker} <b>{criterion.label}</b> '
+        self.text.value = (f'<div style="{background}padding:2px 6px; line-height:1.3">{marker} <b>{criterion.label}</b> '
                            f'{html.escape(criterion.text)}</div>')
         for level, b in self.buttons.items():
             chosen = score is not None and float(score) == level
@@ -215,20 +273,26 @@ def show_error(self:ScorePanel, error:Exception):
     self.errors.append_stderr("".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
 # %% ../nbs/07_panel.ipynb #7a3f3e79
+# The story's box: the window's height less JupyterLab's bars (about 120 px), the rest of the panel (about 120 px) and
+# room for the line above the panel; a fixed height, so that the buttons below and beside it never move.
+_STORY_STYLE = "height:clamp(180px, calc(100vh - 345px), 760px); overflow-y:auto; padding-right:6px;"
+
 @patch
 def _build(self:ScorePanel):
     "Create the panel's widgets once; `refresh` updates them in place."
-    button = lambda text, tip, width="130px": widgets.Button(description=text, tooltip=tip, layout=widgets.Layout(width=width))
+    button = lambda text, tip, width="120px": widgets.Button(description=text, tooltip=tip, layout=widgets.Layout(width=width))
     self.keys = KeyboardArea()
-    self.header, self.story, self.progress_bar = widgets.HTML(), widgets.HTML(), widgets.IntProgress(min=0, max=len(self.order))
+    self.header, self.progress_bar = widgets.HTML(), widgets.IntProgress(min=0, max=len(self.order), layout=widgets.Layout(width="200px"))
+    self.story = widgets.HTML(layout=widgets.Layout(flex="1 1 340px", min_width="0", width="auto"))
+    self.levels = _level_headings()
     self.rows = [_CriterionRow(self, i) for i in range(max(len(self.rubric.for_category(c)) for c in self.rubric.categories))]
     self.notes = widgets.Textarea(placeholder="Notes on this completion (saved when you leave the box)", continuous_update=False,
-                                  rows=2, layout=widgets.Layout(width="98%"))
+                                  rows=2, layout=widgets.Layout(width="auto"))
     self.previous_button, self.next_button = button("◀ previous", "previous item (← or k)"), button("next ▶", "next item (→ or j)")
-    self.unscored_button = button("next unscored »", "next item not fully scored (n)", "150px")
+    self.unscored_button = button("next unscored »", "next item not fully scored (n)", "140px")
     self.jump = widgets.BoundedIntText(value=1, min=1, max=len(self.order), description="item", layout=widgets.Layout(width="150px"))
     self.jump_button = button("go", "show this item", "50px")
-    self.progress_line, self.status, self.errors = widgets.HTML(), widgets.HTML(), widgets.Output()
+    self.progress_line, self.status, self.errors = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto")), widgets.HTML(), widgets.Output()
     self.keys.on_msg(self._callback(lambda widget, content, buffers: self.handle_key(content.get("key", ""))))
     self.notes.observe(self._callback(lambda change: self.set_note(change["new"])), names="value")
     self.previous_button.on_click(self._callback(lambda _: self.go_previous()))
@@ -236,10 +300,12 @@ def _build(self:ScorePanel):
     self.unscored_button.on_click(self._callback(lambda _: self.next_unscored()))
     self.jump.observe(self._callback(lambda change: change["new"] == self.position + 1 or self.go_to(change["new"] - 1)), names="value")
     self.jump_button.on_click(self._callback(lambda _: self.go_to(self.jump.value - 1)))
+    criteria = widgets.VBox([self.keys, self.levels, *[r.box for r in self.rows], self.notes, self.status],
+                            layout=widgets.Layout(flex="0 1 440px", min_width="330px"))
+    body = widgets.HBox([self.story, criteria], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
     navigation = widgets.HBox([self.previous_button, self.next_button, self.unscored_button, self.jump, self.jump_button])
-    self.ui = widgets.VBox([self.keys, self.header, self.story, *[r.box for r in self.rows], self.notes, navigation,
-                            widgets.HBox([self.progress_bar, self.progress_line]), self.status, self.errors],
-                           layout=widgets.Layout(border="1px solid #d1d5db", padding="8px", max_width="980px"))
+    self.ui = widgets.VBox([self.header, body, navigation, widgets.HBox([self.progress_bar, self.progress_line]), self.errors],
+                           layout=widgets.Layout(border="1px solid #d1d5db", padding="6px 8px", max_width="1200px"))
     self.ui.add_class("tinyscale-panel")
 
 # %% ../nbs/07_panel.ipynb #d80f178c
@@ -307,11 +373,13 @@ def refresh(self:ScorePanel):
     item, criteria, scores = self.item, self.criteria, self.scores()
     done = sum(c.label in scores for c in criteria)
     state = "✓ fully scored" if done == len(criteria) else f"{done} of {len(criteria)} criteria scored"
-    model = "" if self.blind else f" · model <b>{html.escape(str(item.model))}</b>"
-    self.header.value = (f'<div style="font-size:14px"><b>Item {self.position + 1} of {len(self.order)}</b> · '
-                         f'<b>{html.escape(item.category)}</b> · prompt {html.escape(item.prompt_id)}{model} · '
-                         f'<span style="color:#6b7280">{state}</span></div>')
-    self.story.value = item_html(item.prompt, item.completion, item.get("ended_with_eos"), item.get("new_story"))
+    # Blind, the item number is the only name shown: a prompt id can encode the model or a file row (`import-<ID>`).
+    source = "" if self.blind else f" · prompt {html.escape(item.prompt_id)} · model <b>{html.escape(str(item.model))}</b>"
+    self.header.value = (f'<div style="font-size:14px; line-height:1.6"><b>Item {self.position + 1} of {len(self.order)}</b> · '
+                         f'<b>{html.escape(item.category)}</b>{source} · '
+                         f'<span style="color:#6b7280; margin-right:10px">{state}</span>'
+                         f'{flags_html(item.get("ended_with_eos"), item.get("new_story"))}</div>')
+    self.story.value = f'<div class="tinyscale-story" style="{_STORY_STYLE}">{story_html(item.prompt, item.completion)}</div>'
     for i, row in enumerate(self.rows):
         criterion = criteria[i] if i < len(criteria) else None
         row.show(criterion, scores.get(criterion.label) if criterion else None, i == self.criterion_index)
@@ -319,7 +387,10 @@ def refresh(self:ScorePanel):
     self.jump.value = self.position + 1
     table = self.progress()
     self.progress_bar.value = int(table.scored.sum())
-    self.progress_line.value = f'<span style="margin-left:8px">{html.escape(self.progress_text(table))}</span>'
+    # Each phrase is kept on one line: a narrow panel wraps the line between phrases only.
+    phrases = self.progress_text(table).split(" · ")
+    self.progress_line.value = ('<div style="margin-left:8px; line-height:1.5">'
+                                + " · ".join(f'<span style="white-space:nowrap">{html.escape(p)}</span>' for p in phrases) + "</div>")
 
 # %% ../nbs/07_panel.ipynb #61e80016
 @patch
@@ -393,8 +464,8 @@ def set_score(self:ScorePanel, criterion:str|int, # a label (`"B"`) or a row (`1
         self.refresh()
         return None
     event = self.store.set_score(self.completion_id, label, score, self.rater, seconds=self.seconds_on_item())
-    self._say(f"Saved {self.item.category} {label} = {_level_text(score)} at {event['time'][11:19]} UTC "
-              f"({event['seconds']:.0f} s on this item).")
+    done = f"Saved {self.item.category} {label} = {_level_text(score)}" if score is not None else f"Cleared {self.item.category} {label}"
+    self._say(f"{done} at {event['time'][11:19]} UTC ({event['seconds']:.0f} s on this item).")
     self.refresh()
     return event
 
@@ -501,8 +572,70 @@ class ScoringSession:
         if remember: remember_rater(rater, self.rater_path)
         if self.store is None: self.store = ScoreStore(completions=self.completions)
         self.panel = ScorePanel(self.completions, self.store.rubric, self.store, rater.strip(), **self.panel_options)
+        self.panel.keys.focus_on_open = True # the keys work as soon as the panel appears
         self.message.value = f"Scoring as <b>{html.escape(rater.strip())}</b> into <code>{html.escape(str(self.store.rater_path(rater.strip())))}</code>."
         self.holder.children = (self.panel.ui,)
         return self.panel
 
     def _repr_mimebundle_(self, **kwargs): return self.ui._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/07_panel.ipynb #afff55ad
+TODO_ORDERS = ("panel", "prompt")
+
+def _prompt_start(prompt, width:int=50)->str:
+    "A prompt on one line, cut to `width` characters."
+    text = " ".join(str(prompt).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+def todo_items(store:ScoreStore, # the store; its completions table holds the panel's items
+               rater:str, # whose scores
+               order:str="panel", # `panel`: the scoring notebook's blind order; `prompt`: by category and prompt
+               seed:int=0, # the panel's seed (the scoring notebook's is 0)
+              )->pd.DataFrame:
+    "The completions `rater` has not fully scored: item number in the panel, category, criteria left, prompt start, id."
+    if order not in TODO_ORDERS: raise TinyscaleError(f"order {order!r}: use one of {', '.join(TODO_ORDERS)}")
+    table = store.completions.drop_duplicates("completion_id").set_index("completion_id", drop=False)
+    panel_order, left = scoring_order(table, "interleaved", seed), set(store.unscored(rater))
+    current = store.current(rater)
+    done = current.groupby("completion_id").criterion.apply(set).to_dict() if len(current) else {}
+    rows = []
+    for item, cid in enumerate(panel_order, start=1):
+        if cid not in left: continue
+        category, prompt = table.at[cid, "category"], table.at[cid, "prompt"]
+        labels = [c.label for c in store.rubric.for_category(category)]
+        rows.append(dict(item=item, category=category, criteria_left=sum(l not in done.get(cid, ()) for l in labels),
+                         criteria=len(labels), prompt=_prompt_start(prompt), completion_id=cid, _prompt=str(prompt)))
+    frame = pd.DataFrame(rows, columns=["item", "category", "criteria_left", "criteria", "prompt", "completion_id", "_prompt"])
+    if order == "prompt":
+        rank = {c: i for i, c in enumerate(CATEGORIES)}
+        frame = (frame.assign(_rank=frame.category.map(lambda c: rank.get(c, len(rank))))
+                      .sort_values(["_rank", "category", "_prompt", "item"], kind="stable").drop(columns="_rank"))
+    return frame.drop(columns="_prompt").reset_index(drop=True)
+
+# %% ../nbs/07_panel.ipynb #d08f7a4e
+def _counts(items:pd.DataFrame, table:pd.DataFrame, by:list[str])->pd.DataFrame:
+    "Completions left and in all per `by` (category, or category and prompt text), categories in rubric order."
+    table = table.drop_duplicates("completion_id")[["completion_id", "category", "prompt"]].astype({"prompt": str})
+    table = table.assign(left=table.completion_id.isin(set(items.completion_id)))
+    counts = table.groupby(by).left.agg(left="sum", total="size").reset_index().astype({"left": int})
+    rank = {c: i for i, c in enumerate(CATEGORIES)}
+    counts = counts.assign(_rank=counts.category.map(lambda c: rank.get(c, len(rank)))).sort_values(["_rank", *by], kind="stable")
+    if "prompt" in by: counts["prompt"] = counts.prompt.map(_prompt_start)
+    return counts[[*by, "left", "total"]]
+
+def todo_text(store:ScoreStore, rater:str, order:str="panel", seed:int=0,
+              ids:bool=False, # list the items (else counts only)
+             )->str:
+    "What `rater` has left to score, in words that name no model: counts, or with `ids` the items and their panel numbers."
+    items, total = todo_items(store, rater, order, seed), store.completions.completion_id.nunique()
+    if not len(items): return f"{rater}: all {total} completion(s) are fully scored.\n"
+    how = (f"in the panel's blind order (interleaved, seed {seed}); 'item' is the item number to type in the panel's item box"
+           if order == "panel" else "by prompt (categories in rubric order, then prompts; a prompt's completions in item order)")
+    head = f"{rater}: {len(items)} of {total} completion(s) left to score (not fully scored)"
+    if ids:
+        shown = items.assign(criteria_left=[f"{n} of {of}" for n, of in zip(items.criteria_left, items.criteria)]).drop(columns="criteria")
+        return f"{head}, {how}:\n{shown.to_string(index=False)}\n"
+    by = ["category"] if order == "panel" else ["category", "prompt"]
+    hint = ("The scoring notebook's 'next unscored »' button (key n) goes to each in turn; --ids lists them with their item numbers"
+            + ("" if order == "prompt" else ", --order prompt counts them per prompt") + ".")
+    return f"{head}, per {' and '.join(by)}, no models named:\n{_counts(items, store.completions, by).to_string(index=False)}\n{hint}\n"

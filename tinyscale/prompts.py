@@ -78,12 +78,10 @@ def _row_problems(path, rows)->list[str]:
             problems.append(f"{at}: {p.category} prompt {p.id} has no expected answer")
     return problems
 
-# %% ../nbs/02_prompts.ipynb #943dbc25
 def _count_problems(path, rows)->list[str]:
     counts = {c: sum(p.category == c for _, p in rows) for c in CATEGORIES}
     return [f"{path}: category {c} has {n} prompts (expected {PER_CATEGORY})" for c, n in counts.items() if n != PER_CATEGORY]
 
-# %% ../nbs/02_prompts.ipynb #b2689745
 def _duplicate_problems(path, rows)->list[str]:
     problems = []
     for category in CATEGORIES:
@@ -95,7 +93,6 @@ def _duplicate_problems(path, rows)->list[str]:
                 problems.append(f"{where(path, n2)}: prompt {p2.id} is a near-duplicate of {p1.id} (row {n1}) in {category}: word similarity {s:.2f}")
     return problems
 
-# %% ../nbs/02_prompts.ipynb #a590d19e
 def _reuse_problems(path, rows)->list[str]:
     "Grammar must reuse 5 prompts from each other category verbatim; other reuses must also be verbatim."
     problems, by_id = [], {p.id: p for _, p in rows}

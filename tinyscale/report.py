@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tinyscale
-from .core import TinyscaleError, atomic_write_bytes, project_root
+from .core import TinyscaleError, add_options, atomic_write_bytes, project_root
 from .rubric import Rubric, load_paper_targets, load_rubric
 from .completions import load_completions
-from .store import ScoreStore, is_judge
+from .store import ScoreStore, add_store_options, completion_paths, is_judge
 from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFFERENCE_COLUMNS, REPORT_COLUMNS, check_scores,
                                 format_number, json_records, markdown_table, model_labels, model_order, model_pairs, model_params,
                                 paired_differences, paper_comparison, summary_table, wide_summary)
@@ -297,7 +297,7 @@ def _report_command(args)->int:
         raise TinyscaleError(f"--agreement-with {args.agreement_with[0]}: the CSV report keeps its columns ({','.join(REPORT_COLUMNS)}); "
                              f"the agreement as CSV is `tinyscale agreement --a RATER --b {shlex.quote(args.agreement_with[0])} --format csv`")
     agreement_with = [] if args.no_agreement or args.format == "csv" else args.agreement_with
-    report = report_from_store(args.store, args.completions, args.rater, seed=args.seed, n_resamples=args.resamples,
+    report = report_from_store(args.store, completion_paths(args), args.rater, seed=args.seed, n_resamples=args.resamples,
                                agreement_with=agreement_with)
     if not args.out:
         print(render_report(report, args.format), end="")
@@ -309,13 +309,10 @@ def _report_command(args)->int:
 
 def add_cli(parser):
     "The `tinyscale report` arguments."
-    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
+    add_store_options(parser)
     parser.add_argument("--rater", default=None, help="whose scores (required when several people scored; judges do not count)")
     parser.add_argument("--out", default=None, help="write report.<format> and the figures (PNG and SVG) into this folder")
-    parser.add_argument("--format", choices=FORMATS, default="md", help="md (tables for people), csv (one tidy table) or json")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-    parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES, help=f"bootstrap resamples (default {BOOTSTRAP_RESAMPLES})")
+    add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES))
     compare = parser.add_mutually_exclusive_group()
     compare.add_argument("--agreement-with", action="append", default=None, metavar="RATER",
                          help="add the blind agreement of the report's rater with RATER (md and json; repeatable); "

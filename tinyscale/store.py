@@ -7,20 +7,19 @@ Docs: https://tinyscale.github.io/tinyscale/store.html.md"""
 # %% ../nbs/06_store.ipynb #0ed0eb7b
 from __future__ import annotations
 import fcntl, json, math, os, re, tempfile, warnings
-from collections import defaultdict
 from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
 from fastcore.basics import patch
-from .core import TinyscaleError, append_jsonl, project_root, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, project_root, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, load_rubric
 from .completions import completions_dir, load_completions
 
 # %% auto #0
 __all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES', 'rater_file_name',
-           'judge_rater', 'is_judge', 'check_source', 'event_problem', 'ScoreStore', 'add_store_options',
-           'store_from_args', 'add_progress_command']
+           'judge_rater', 'is_judge', 'check_source', 'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options',
+           'completion_paths', 'store_from_args', 'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -656,7 +655,7 @@ def _index(self:ScoreStore, rater:str)->_RaterIndex:
             if labels[k]:
                 index.scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
                 index.touched.add(cids[c])
-            if note is not None: index.notes[cids[c]] = note
+            elif note is not None: index.notes[cids[c]] = note  # a note of the completion, not of one of its scores
     index.applied = len(events)
     return index
 
@@ -667,7 +666,7 @@ def scores_for(self:ScoreStore, completion_id:str, rater:str)->dict:
 
 @patch
 def notes(self:ScoreStore, rater:str)->dict:
-    "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out)."
+    "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out; a score's own note is not one)."
     return {cid: note for cid, note in self._index(rater).notes.items() if note}
 
 @patch
@@ -712,21 +711,46 @@ def unscored(self:ScoreStore, rater:str)->list[str]:
     done = self._fully_scored(rater)
     return [cid for cid in self._ids if cid not in done]
 
+# %% ../nbs/06_store.ipynb #019e3384
+def rater_hint(rater:str, # a name that is not one of `raters`
+               raters:list[str], # the raters of a store
+              )->str:
+    "`\"; did you mean 'Ux Tester'? ...\"` when `rater` is the file name of one of `raters`, else `\"\"`."
+    meant = [r for r in raters if r != rater and rater in (rater_file_name(r), rater_file_name(r).removesuffix(".jsonl"))]
+    return f"; did you mean {meant[0]!r}? ({rater} is the name of that rater's file)" if meant else ""
+
+@patch
+def check_rater(self:ScoreStore, rater:str)->str:
+    "`rater` (stripped) if it has events in this store, else a `TinyscaleError` naming the store's raters."
+    rater, raters = _check_rater(rater), self.raters()
+    if rater in raters: return rater
+    known = f"raters: {', '.join(raters)}" if raters else "no rater has scored yet"
+    raise TinyscaleError(f"rater {rater!r} has no scores in {self.folder} ({known}){rater_hint(rater, raters)}")
+
 # %% ../nbs/06_store.ipynb #6954739f
-def add_store_options(parser):
-    "Add the `--store` and `--completions` options of every `tinyscale scores` subcommand to `parser`."
-    parser.add_argument("--store", default=None, help="the scores folder (default: scores/)")
-    parser.add_argument("--completions", default=None, help="the completions folder (default: data/completions)")
+def add_store_options(parser, writes_completions:bool=False, # `--completions` is the one folder the command writes to
+                     ):
+    "Add the shared `--store` and `--completions` options (`tinyscale.core.CLI_OPTIONS`) to a command's `parser`."
+    written = dict(nargs=None, metavar="DIR", help="the completions folder it writes to (default: data/completions/)")
+    return add_options(parser, "store", "completions", **(dict(completions=written) if writes_completions else {}))
+
+def completion_paths(args)->list[Path]|None:
+    "The run files and folders that `--completions` names (None: the default folder), each checked to exist."
+    if args.completions is None: return None
+    paths = [Path(args.completions)] if isinstance(args.completions, (str, Path)) else [Path(p) for p in args.completions]
+    for path in paths:
+        if not path.exists() and isinstance(args.completions, list): raise TinyscaleError(f"--completions {path}: no such file or folder")
+    return paths
 
 def store_from_args(args)->tuple[ScoreStore, Path]:
-    "The store that `--store` and `--completions` name, and the completions folder."
-    folder = Path(args.completions) if args.completions else completions_dir()
-    return ScoreStore(args.store, completions=load_completions(folder)), folder
+    "The store that `--store` and `--completions` name, and the completions folder a command writes to."
+    folder = Path(args.completions) if isinstance(args.completions, (str, Path)) else completions_dir()
+    return ScoreStore(args.store, completions=load_completions(completion_paths(args))), folder
 
 # %% ../nbs/06_store.ipynb #7ea795f2
 def _progress_command(args)->int:
     store, _ = store_from_args(args)
-    raters = [args.rater] if args.rater else store.raters()
+    raters = [store.check_rater(args.rater)] if args.rater else store.raters()
     if not raters: print(f"no scores yet in {store.folder}; {len(store.completions)} completion(s) to score")
     for rater in raters:
         table = store.progress(rater)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from . import __version__
-from .core import TinyscaleError, atomic_write_text, config_hash, data_path, locked, read_jsonl, text_hash, utc_now, where
+from .core import (TinyscaleError, add_options, atomic_write_text, canonical_json, config_hash, data_path, locked, read_jsonl,
+                            text_hash, utc_now, where)
 from .rubric import Rubric, check_score, load_rubric
 from .prompts import Prompt, read_prompt_rows
 from .completions import Completion, append_completions, completion_id, completions_dir, load_completions
@@ -20,8 +21,9 @@ from .store import (ScoreStore, _COMPLETION_KEY, _check_rater, _make_event, add_
                              store_from_args)
 
 # %% auto #0
-__all__ = ['WIDE_KEY_COLUMNS', 'IMPORT_PREFIX', 'IMPORT_LOCK', 'WideRow', 'WideCsvProblems', 'read_wide_csv', 'ImportSummary',
-           'imported_completion', 'import_wide_csv', 'wide_scores', 'export_wide', 'export_long', 'add_cli']
+__all__ = ['WIDE_KEY_COLUMNS', 'NOTE_COLUMNS', 'IMPORT_PREFIX', 'IMPORT_LOCK', 'WideRow', 'WideCsvProblems', 'read_wide_csv',
+           'ImportSummary', 'imported_prompt_id', 'imported_completion', 'mojibake', 'import_wide_csv', 'wide_scores',
+           'export_wide', 'export_long', 'add_todo_command', 'add_cli']
 
 # %% ../nbs/11_wide.ipynb #b45aa0af
 WIDE_KEY_COLUMNS = ("ID", "category", "prompt", "completion", "model_name")
@@ -36,6 +38,7 @@ class WideRow:
     completion: str   # exactly as written, `\r\n` and all
     model: str        # the `model_name` cell
     scores: dict      # criterion label -> 0.0, 0.5 or 1.0 (filled cells only)
+    note: str = ""     # the `note` (or `comments`) cell, stripped; `""` when empty or absent
     def __repr__(self): return f"WideRow(row {self.row}: {self.id} · {self.category} · {self.model} · {self.scores})"
 
 class WideCsvProblems(TinyscaleError):
@@ -43,6 +46,13 @@ class WideCsvProblems(TinyscaleError):
     def __init__(self, path, problems:list[str]):
         self.path, self.problems = path, problems
         super().__init__(f"{path}: {len(problems)} problem(s), nothing was imported:\n" + "\n".join(problems))
+
+# %% ../nbs/11_wide.ipynb #1f419fc5
+NOTE_COLUMNS = ("note", "notes", "comment", "comments")
+
+def _note_columns(names:list[str])->list[str]:
+    "The columns of a header that hold notes."
+    return [name for name in names if name.lower() in NOTE_COLUMNS]
 
 # %% ../nbs/11_wide.ipynb #daf41d31
 def _wide_header(path, names:list[str], rubric:Rubric)->tuple[dict, list[str], list[str], bool]:
@@ -52,9 +62,11 @@ def _wide_header(path, names:list[str], rubric:Rubric)->tuple[dict, list[str], l
         problems.append(f"{at}: column {name!r} appears {names.count(name)} times")
     missing = [c for c in WIDE_KEY_COLUMNS if c not in names]
     if missing: problems.append(f"{at}: missing column(s) {', '.join(missing)} (expected {', '.join(WIDE_KEY_COLUMNS)}, then <Category>_<Label>_score columns)")
+    if len(notes := _note_columns(names)) > 1:
+        problems.append(f"{at}: {len(notes)} note columns ({', '.join(map(repr, notes))}); keep one")
     readable = not problems
     for name in names:
-        if name in WIDE_KEY_COLUMNS: continue
+        if name in WIDE_KEY_COLUMNS or name in notes: continue
         criterion = rubric.by_column(name)
         if criterion is not None: score_columns[name] = criterion
         elif name.endswith("_score"):
@@ -84,7 +96,7 @@ def _wide_row(path, number:int, line:int, cells:dict, score_columns:dict, catego
         try: scores[criterion.label] = check_score(cell, f"{at}: {column}")
         except TinyscaleError as e: problems.append(str(e))
     row = WideRow(number, line, cells["ID"].strip(), category, cells["prompt"], cells["completion"], cells["model_name"].strip(),
-                  dict(sorted(scores.items())))
+                  dict(sorted(scores.items())), next((cells[c].strip() for c in _note_columns(list(cells))), ""))
     return (None if problems else row), problems
 
 # %% ../nbs/11_wide.ipynb #afa46e4e
@@ -148,10 +160,17 @@ class ImportSummary:
     unchanged: int   # scores already imported earlier
     completions_file: Path|None
     scores_file: Path
+    prompts: int = 0          # distinct prompts (category and text) in the file
+    matched: int = 0          # of them, those found in the prompt set
+    notes: int = 0            # note events written
+    notes_unchanged: int = 0  # notes already imported earlier
     def __repr__(self):
         made = f"{self.created} new completion(s) in {self.completions_file}" if self.created else "no new completions"
+        notes = (f"; {self.notes} note(s) added, {self.notes_unchanged} already imported" if self.notes or self.notes_unchanged else "")
+        prompts = (f"; {self.prompts} distinct prompt(s) (category and text), {self.matched} of them in the prompt set"
+                   if self.prompts else "")
         return (f"{self.path}: {self.rows} row(s); {made}, {self.reused} row(s) already known; {self.added} score(s) "
-                f"added for {self.rater} in {self.scores_file}, {self.unchanged} already imported")
+                f"added for {self.rater} in {self.scores_file}, {self.unchanged} already imported{notes}{prompts}")
 
 # %% ../nbs/11_wide.ipynb #383e8cdc
 IMPORT_PREFIX = "import-"
@@ -161,8 +180,12 @@ def _table_prompts()->list[Prompt]:
     path = data_path("prompts.csv")
     return [p for _, p in read_prompt_rows(path)] if path.exists() else []
 
+def imported_prompt_id(category:str, prompt:str)->str:
+    "The prompt id of an imported prompt that is not in the prompt set: `import-` and a hash of its category and text."
+    return f"{IMPORT_PREFIX}{text_hash(canonical_json([category, prompt]), 8)}"
+
 def imported_completion(row:WideRow, # a row of a wide file
-                        prompt_id:str, # the prompt's id in the prompt set, or `import-<ID>`
+                        prompt_id:str, # the prompt's id in the prompt set, or `imported_prompt_id(category, prompt)`
                         run:str, # the run file's stem
                        )->Completion:
     "The completion record an imported row creates."
@@ -171,7 +194,7 @@ def imported_completion(row:WideRow, # a row of a wide file
     return Completion(completion_id(row.model, revision, text_hash(row.prompt), chash), prompt_id, row.category,
                       row.prompt, row.completion, row.model, revision=revision, prompt_hash=text_hash(row.prompt),
                       config=config, config_hash=chash, completion_raw=row.completion, finish_reason="import",
-                      versions={"tinyscale": __version__}, run=run, created=utc_now())
+                      versions={"tinyscale": __version__}, run=run, created=utc_now(), import_id=row.id)
 
 # %% ../nbs/11_wide.ipynb #7cb8f974
 IMPORT_LOCK = ".import.lock" # in the scores folder: imports into one store run one at a time
@@ -187,6 +210,68 @@ def _import_run_name(path:Path)->str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "file"
     return f"{IMPORT_PREFIX}{stem}-{text_hash(path.read_bytes().decode('utf-8', 'replace'), 8)}"
 
+# %% ../nbs/11_wide.ipynb #0bb5cecd
+def _latest_imported_notes(store:ScoreStore, rater:str)->dict:
+    "The latest imported note of each completion of `rater`."
+    return {e["completion_id"]: e["note"] for e in store._events(rater)
+            if e["source"] == "import" and e["criterion"] == "" and e["note"] is not None}
+
+def _note_events(store:ScoreStore, rater:str, keys:list[dict], rows:list[WideRow])->tuple[list[dict], int]:
+    "The note events to write for `rows` (whose completions' keys are `keys`), and how many notes were imported before."
+    notes, key_of = defaultdict(list), {}
+    for key, row in zip(keys, rows):
+        if row.note and row.note not in notes[key["completion_id"]]: notes[key["completion_id"]].append(row.note)
+        key_of[key["completion_id"]] = key
+    latest, events = _latest_imported_notes(store, rater), []
+    for cid, texts in notes.items():
+        if texts and latest.get(cid) != "\n".join(texts):
+            events.append(_make_event(key_of[cid], "", None, rater, note="\n".join(texts), source="import", rubric=store.rubric))
+    return events, sum(1 for texts in notes.values() if texts) - len(events)
+
+# %% ../nbs/11_wide.ipynb #a4c7fa70
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]{2,}")
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_PLAUSIBLE = ((0xA0, 0x24F), (0x2000, 0x206F), (0x20A0, 0x20CF), (0x2100, 0x21FF), (0x2600, 0x27BF), (0x1F300, 0x1FAFF))
+
+def _encoded(text:str, codec:str)->bytes|None:
+    "`text` in `codec`, one character at a time (Windows-1252's five unused bytes come through as Latin-1), or None."
+    data = bytearray()
+    for character in text:
+        for name in (codec, "latin-1") if codec == "cp1252" else (codec,):
+            try:
+                data += character.encode(name)
+                break
+            except UnicodeEncodeError: continue
+        else: return None
+    return bytes(data)
+
+def mojibake(text:str)->list[tuple[str, str]]:
+    "The pieces of `text` that look like UTF-8 decoded as Windows-1252 or Mac Roman, each with what it probably said."
+    found = []
+    for run in _NON_ASCII_RUN.findall(text):
+        for codec in ("cp1252", "mac_roman"):
+            data = _encoded(run, codec)
+            meant = [m.decode("utf-8", "replace") for m in _UTF8_SEQUENCE.findall(data or b"")]
+            if any(low <= ord(c) <= high for m in meant for c in m for low, high in _PLAUSIBLE):
+                found.append((run, data.decode("utf-8", "replace")))
+                break
+    return found
+
+# %% ../nbs/11_wide.ipynb #c276aa07
+def _mojibake_warning(path:Path, rows:list[WideRow], most:int=8)->str|None:
+    "One warning naming the rows whose prompt, completion or note looks mis-decoded, or None."
+    places, examples = [], {}
+    for row in rows:
+        fields = []
+        for name in ("prompt", "completion", "note"):
+            if found := mojibake(getattr(row, name)): fields.append(name); examples.update(found)
+        if fields: places.append(f"row {row.row}" + (f" (line {row.line})" if row.line != row.row else "") + f" {' and '.join(fields)}")
+    if not places: return None
+    shown = ", ".join(places[:most]) + (f" and {len(places) - most} more row(s)" if len(places) > most else "")
+    meant = ", ".join(f"{bad!r} for {good!r}" for bad, good in list(examples.items())[:4])
+    return (f"{path}: {len(places)} row(s) hold text that looks mis-decoded (UTF-8 read as Windows-1252 or Mac Roman: {meant}), "
+            f"imported as written: {shown}")
+
 # %% ../nbs/11_wide.ipynb #661681fc
 def import_wide_csv(path:str|Path, # the wide score CSV
                     rater:str, # whose scores these are
@@ -199,6 +284,7 @@ def import_wide_csv(path:str|Path, # the wide score CSV
     folder = Path(completions_folder) if completions_folder is not None else completions_dir()
     store = store if store is not None else ScoreStore(completions=load_completions(folder))
     rows = read_wide_csv(path, store.rubric)
+    if garbled := _mojibake_warning(path, rows): warnings.warn(garbled)
     prompt_ids = {(p.category, p.prompt): p.id for p in (_table_prompts() if prompts is None else prompts)}
     run = _import_run_name(path)
     # what was imported already and what this import writes are decided under one lock, so two imports of a file at once
@@ -215,7 +301,7 @@ def import_wide_csv(path:str|Path, # the wide score CSV
                 keys.append(store._by_id[known[content]]); reused += 1
                 continue
             if content not in created:
-                prompt_id = prompt_ids.get((row.category, row.prompt), f"{IMPORT_PREFIX}{row.id}")
+                prompt_id = prompt_ids.get((row.category, row.prompt)) or imported_prompt_id(row.category, row.prompt)
                 created[content] = imported_completion(row, prompt_id, run)
             record = created[content]
             keys.append({f: getattr(record, f) for f in _COMPLETION_KEY})
@@ -227,20 +313,27 @@ def import_wide_csv(path:str|Path, # the wide score CSV
                     continue
                 events.append(_make_event(key, label, score, rater, source="import", rubric=store.rubric))
                 latest[key["completion_id"], label] = score
+        notes, notes_unchanged = _note_events(store, rater, keys, rows)
         completions_file = run_file if created else None
         if created:
             append_completions(completions_file, list(created.values()))
             store.include_completions(pd.DataFrame([c.to_dict() for c in created.values()]))
-        if events: store._append(events)
+        if events or notes: store._append(events + notes)
+    slots = {(row.category, row.prompt) for row in rows}
     return ImportSummary(path, rater, len(rows), len(created), reused, len(events), unchanged, completions_file,
-                         store.rater_path(rater))
+                         store.rater_path(rater), len(slots), len(slots & set(prompt_ids)), len(notes), notes_unchanged)
 
 # %% ../nbs/11_wide.ipynb #c1a29b0d
 _SCORE_TEXT = {0.0: "0.0", 0.5: "0.5", 1.0: "1.0"}
 
+def _wide_id(prompt_id:str, import_id)->str:
+    "The `ID` cell: a prompt set id as it is; for an imported prompt, the row's `ID` (older imports kept it as `import-<ID>`)."
+    if not prompt_id.startswith(IMPORT_PREFIX): return prompt_id
+    return import_id if isinstance(import_id, str) and import_id else prompt_id[len(IMPORT_PREFIX):]
+
 def _export_rater(store:ScoreStore, rater:str|None)->str|None:
-    "The rater to export: the one given, else the store's only rater (None for an empty store)."
-    if rater is not None: return _check_rater(rater)
+    "The rater to export: the one given (it must have scores in the store), else the store's only rater (None for an empty store)."
+    if rater is not None: return store.check_rater(rater)
     raters = store.raters()
     if len(raters) > 1:
         raise TinyscaleError(f"{store.folder} holds the scores of {len(raters)} raters ({', '.join(raters)}); pick one (--rater NAME)")
@@ -248,19 +341,22 @@ def _export_rater(store:ScoreStore, rater:str|None)->str|None:
 
 def wide_scores(store:ScoreStore, rater:str|None=None, # default: the store's only rater
                )->pd.DataFrame:
-    "`rater`'s current scores in the wide layout, as text cells."
+    "`rater`'s current scores (and notes, in a last `note` column when there are any) in the wide layout, as text cells."
     rater, columns = _export_rater(store, rater), [c.column for c in store.rubric]
-    scores = defaultdict(dict)
+    scores, notes = defaultdict(dict), store.notes(rater) if rater else {}
     for (cid, label, _), event in (store._latest(rater) if rater else {}).items(): scores[cid][label] = event["score"]
-    if lost := [cid for cid in scores if cid not in store._by_id]:
+    if lost := [cid for cid in {**scores, **notes} if cid not in store._by_id]:
         warnings.warn(f"{len(lost)} scored completion(s) are not in the completions table and cannot be exported: {', '.join(lost[:5])}")
-    rows = []
-    for c in store.completions[["completion_id", "prompt_id", "category", "prompt", "completion", "model"]].itertuples():
-        if c.completion_id not in scores: continue
+    rows, table = [], store.completions
+    import_ids = table["import_id"] if "import_id" in table.columns else pd.Series("", index=table.index)
+    for c, import_id in zip(table[["completion_id", "prompt_id", "category", "prompt", "completion", "model"]].itertuples(), import_ids):
+        if c.completion_id not in scores and c.completion_id not in notes: continue
         cells = {f"{c.category}_{label}_score": _SCORE_TEXT[score] for label, score in scores[c.completion_id].items()}
-        wide_id = c.prompt_id[len(IMPORT_PREFIX):] if c.prompt_id.startswith(IMPORT_PREFIX) else c.prompt_id
-        rows.append([wide_id, c.category, c.prompt, c.completion, c.model] + [cells.get(col, "") for col in columns])
-    return pd.DataFrame(rows, columns=list(WIDE_KEY_COLUMNS) + columns, dtype=object)
+        wide_id = _wide_id(c.prompt_id, import_id)
+        rows.append([wide_id, c.category, c.prompt, c.completion, c.model] + [cells.get(col, "") for col in columns]
+                    + [notes.get(c.completion_id, "")])
+    frame = pd.DataFrame(rows, columns=list(WIDE_KEY_COLUMNS) + columns + ["note"], dtype=object)
+    return frame if notes else frame.drop(columns="note")
 
 # %% ../nbs/11_wide.ipynb #a9479c4f
 def _csv_text(header:list[str], rows)->str:
@@ -279,11 +375,20 @@ def export_wide(path:str|Path, # the CSV to write (replaced atomically)
     return atomic_write_text(path, _csv_text(list(table.columns), table.itertuples(index=False)))
 
 # %% ../nbs/11_wide.ipynb #c4ce93c7
+def _with_notes(store:ScoreStore, frame:pd.DataFrame)->pd.DataFrame:
+    "`frame` (tidy scores) whose `note` also holds the rater's note on the completion, after the score's own note."
+    notes = {(cid, rater): note for rater in frame["rater"].unique() for cid, note in store.notes(rater).items()}
+    def joined(own, cid, rater):
+        parts = [n for n in (own, notes.get((cid, rater))) if isinstance(n, str) and n]
+        return "\n".join(dict.fromkeys(parts)) or None
+    return frame.assign(note=[joined(*key) for key in zip(frame["note"], frame["completion_id"], frame["rater"])])
+
 def export_long(path:str|Path, store:ScoreStore|None=None,
                 rater:str|None=None, # default: every rater
                )->Path:
-    "Write the tidy table of current scores (one row per completion, criterion and rater)."
-    frame = (store if store is not None else ScoreStore()).current(rater)
+    "Write the tidy table of current scores (one row per completion, criterion and rater), with the raters' notes."
+    store = store if store is not None else ScoreStore()
+    frame = _with_notes(store, store.current(store.check_rater(rater) if rater is not None else None))
     return atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
 
 # %% ../nbs/11_wide.ipynb #6954739f
@@ -305,15 +410,33 @@ def _export_command(args)->int:
     print(f"wrote {args.out}: {rows} row(s), {args.format} format")
     return 0
 
+# %% ../nbs/11_wide.ipynb #7a8c4dfd
+def _todo_command(args)->int:
+    from tinyscale.panel import todo_text  # here: the other scores commands need not load the widget libraries
+    store, _ = store_from_args(args)
+    print(todo_text(store, store.check_rater(args.rater), args.order, args.seed, args.ids), end="")
+    return 0
+
+def add_todo_command(actions):
+    "Add `todo` to the `tinyscale scores` subcommands: what a rater has left to score, naming no model."
+    todo = actions.add_parser("todo", help="what a rater has left to score, naming no model (counts; --ids lists the items)")
+    todo.add_argument("--rater", required=True, help="whose scores (the name typed in the panel)")
+    todo.add_argument("--ids", action="store_true", help="list the items with their item numbers in the panel and their ids")
+    todo.add_argument("--order", choices=("panel", "prompt"), default="panel",
+                      help="panel: the scoring notebook's blind order (default); prompt: by category and prompt")
+    add_options(todo, "seed", seed=dict(help="the panel's seed (default 0, the scoring notebook's)"))
+    add_store_options(todo)
+    todo.set_defaults(handler=_todo_command)
+
 # %% ../nbs/11_wide.ipynb #7ea795f2
 def add_cli(parser):
-    "The `tinyscale scores` subcommands: `import` and `export` of wide files, and the store's `progress`."
+    "The `tinyscale scores` subcommands: `import` and `export` of wide files, the store's `progress`, and `todo`."
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     importer = actions.add_parser("import", help="import a wide score CSV as one rater's scores")
     importer.add_argument("path", help="the wide CSV (ID, category, prompt, completion, model_name, <Category>_<Label>_score...)")
     importer.add_argument("--rater", required=True, help="whose scores these are")
     importer.add_argument("--prompts", default=None, help="prompt set matched by text (default: data/prompts.csv)")
-    add_store_options(importer)
+    add_store_options(importer, writes_completions=True)
     importer.set_defaults(handler=_import_command)
     exporter = actions.add_parser("export", help="write current scores as a wide or long CSV")
     exporter.add_argument("out", help="the CSV to write")
@@ -322,3 +445,4 @@ def add_cli(parser):
     add_store_options(exporter)
     exporter.set_defaults(handler=_export_command)
     add_progress_command(actions)
+    add_todo_command(actions)
