@@ -1,5 +1,5 @@
 "Crash, concurrency and damage tests of the score store (tinyscale.store)."
-import json, os, signal, subprocess, sys, textwrap, warnings
+import json, os, shutil, signal, subprocess, sys, textwrap, warnings
 from pathlib import Path
 
 import pytest
@@ -260,3 +260,192 @@ def test_kill_right_after_one_set_score(workbook):
     child.wait(timeout=30)
     current = open_store(workbook).current("ana")
     assert list(zip(current.criterion, current.score, current.note)) == [("A", 0.0, "acked-0")]
+
+
+# The views as they were computed from a list of event dicts, before the columnar store: the reference
+# that the columnar views must match exactly (values, dtypes, order).
+def reference_events(folder, rater=None):
+    from tinyscale.store import _normalise, rater_file_name
+    paths = sorted(Path(folder).glob("*.jsonl")) if rater is None else [Path(folder)/rater_file_name(rater)]
+    events = []
+    for path in paths:
+        if not path.exists(): continue
+        data = path.read_bytes()
+        for raw in data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+            if not raw.strip(): continue
+            try: record = json.loads(raw)
+            except ValueError: continue
+            if event_problem(record, path.name) is None: events.append(_normalise(record))
+    return events if rater is None else [e for e in events if e["rater"] == rater]
+
+
+def reference_views(folder, completions, rater=None):
+    import pandas as pd
+    events = reference_events(folder, rater)
+    latest = {}
+    for e in events:
+        if e["criterion"]: latest[e["completion_id"], e["criterion"], e["rater"]] = e
+    latest = {k: e for k, e in latest.items() if e["score"] is not None}
+    position = {cid: i for i, cid in enumerate(completions.completion_id)}
+    rows = sorted(latest.values(), key=lambda e: (position.get(e["completion_id"], len(position)), e["completion_id"], e["criterion"], e["rater"]))
+    current = pd.DataFrame(rows, columns=list(EVENT_FIELDS)).astype({"score": float})
+    current = current.merge(completions[["completion_id", "prompt", "completion", "revision", "params"]], on="completion_id", how="left")
+    notes = {}
+    for e in events:
+        if e["criterion"] == "" and e["note"] is not None: notes[e["completion_id"]] = e["note"]
+    return dict(events=pd.DataFrame(events, columns=list(EVENT_FIELDS)), current=current, latest=latest,
+                notes={cid: n for cid, n in notes.items() if n})
+
+
+def assert_same_frame(new, old):
+    import pandas as pd
+    assert list(new.columns) == list(old.columns)
+    assert new.dtypes.to_dict() == old.dtypes.to_dict(), (new.dtypes, old.dtypes)
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+    assert new.astype(object).where(new.notna(), None).values.tolist() == old.astype(object).where(old.notna(), None).values.tolist()
+
+
+def random_logs(folder, seed, completions):
+    "Event files with every kind of value a valid event may hold, and some bad lines, written by hand."
+    import random
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = list(completions.completion_id) + ["0123456789abcdef"]  # one completion the table does not know
+    raters = ["ana", "bo", "a b", "a_b", "judge:x"]  # 'a b' and 'a_b' share a_b.jsonl
+    lines = {}
+    for i in range(rng.choice([0, 1, 5, 60])):
+        rater = rng.choice(raters)
+        criterion = rng.choice(["A", "B", "C", ""])
+        record = dict(completion_id=rng.choice(ids), prompt_id=rng.choice(["gr-01", None, ""]), model=rng.choice(["m", None]),
+                      config_hash=rng.choice(["h", None]), category="Grammar", criterion=criterion,
+                      score=None if criterion == "" else rng.choice([0, 0.5, 1, 1.0, None]), rater=rater,
+                      time=rng.choice(["2026-01-01T00:00:00.000000Z", "t", "ü"]),
+                      source=rng.choice(["manual", "import", "judge:x"]))
+        if rng.random() < 0.7: record["seconds"] = rng.choice([None, 0, 3, 2.5, 2 ** 60])
+        if rng.random() < 0.5: record["note"] = rng.choice([None, "", "nice", "ü\u2028"])
+        line = json.dumps(record, ensure_ascii=rng.random() < 0.5)
+        if rng.random() < 0.05: line = "not json"
+        lines.setdefault(rater.replace(" ", "_").replace(":", "_"), []).append(line)
+    for name, rater_lines in lines.items(): (folder/f"{name}.jsonl").write_text("\n".join(rater_lines) + "\n", encoding="utf-8")
+    return raters
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("cache_after", [None, 1])
+def test_views_match_the_dict_implementation(workbook, seed, cache_after):
+    import pandas as pd
+    completions = load_completions(workbook/"completions")
+    if seed % 3 == 1: completions = completions.assign(params=[1000, None, 3, None])
+    if seed % 3 == 2: completions = completions.assign(params=[1000, 2000, 3, 4])
+    raters = random_logs(workbook/"scores", seed, completions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for attempt in range(2):  # the second store reads the caches the first one wrote
+            store = ScoreStore(workbook/"scores", completions=completions, cache_after=cache_after)
+            for rater in [None] + raters:
+                old = reference_views(workbook/"scores", store.completions, rater)
+                assert_same_frame(store.events(rater), old["events"])
+                assert_same_frame(store.current(rater), old["current"])
+                assert store._latest(rater) == old["latest"]
+                assert list(store._latest(rater)) == list(old["latest"])
+                assert store._events(rater) == reference_events(workbook/"scores", rater)
+                if rater is None: continue
+                assert store.notes(rater) == old["notes"] and list(store.notes(rater)) == list(old["notes"])
+                for cid in list(completions.completion_id) + ["0123456789abcdef"]:
+                    expected = {crit: e["score"] for (c, crit, _), e in old["latest"].items() if c == cid}
+                    assert store.scores_for(cid, rater) == expected and list(store.scores_for(cid, rater)) == list(expected)
+            assert store.raters() == sorted({e["rater"] for e in reference_events(workbook/"scores")})
+    if cache_after == 1 and list((workbook/"scores").glob("*.jsonl")):
+        assert list((workbook/"scores"/".cache").glob("*.npz"))
+
+
+def test_a_stale_cache_gives_the_scores_appended_since(workbook):
+    store = ScoreStore(workbook/"scores", completions=load_completions(workbook/"completions"), cache_after=1)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    store.set_score(GRAMMAR_1M, "B", 1, "ana")
+    assert store.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0}  # this read writes the cache
+    cache = workbook/"scores"/".cache"/"ana.jsonl.npz"
+    assert cache.exists()
+    written = cache.stat().st_mtime_ns
+    script = textwrap.dedent(f"""
+        from tinyscale.completions import load_completions
+        from tinyscale.store import ScoreStore
+        store = ScoreStore({str(workbook/'scores')!r}, completions=load_completions({str(workbook/'completions')!r}), cache_after=None)
+        store.set_score({GRAMMAR_1M!r}, "A", 0, "ana")
+        store.set_score({REASONING_1M!r}, "A", 0.5, "ana")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert cache.stat().st_mtime_ns == written  # the other process left the cache as it was: stale now
+    fresh = ScoreStore(workbook/"scores", completions=load_completions(workbook/"completions"), cache_after=1000)
+    assert fresh.scores_for(GRAMMAR_1M, "ana") == {"A": 0.0, "B": 1.0}
+    assert fresh.scores_for(REASONING_1M, "ana") == {"A": 0.5}
+    assert len(fresh.events("ana")) == 4
+    assert store.scores_for(GRAMMAR_1M, "ana") == {"A": 0.0, "B": 1.0}  # the first store follows too
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage", "truncated", "other file", "replaced log"])
+def test_a_damaged_or_foreign_cache_is_rebuilt(workbook, damage):
+    completions = load_completions(workbook/"completions")
+    store = ScoreStore(workbook/"scores", completions=completions, cache_after=1)
+    for criterion in "ABCDE": store.set_score(GRAMMAR_1M, criterion, 0.5, "ana")
+    store.set_score(GRAMMAR_8M, "A", 1, "bo")
+    expected = store.current().copy()
+    cache = workbook/"scores"/".cache"/"ana.jsonl.npz"
+    assert cache.exists()
+    log = workbook/"scores"/"ana.jsonl"
+    if damage == "deleted": cache.unlink()
+    if damage == "garbage": cache.write_bytes(b"not a cache at all")
+    if damage == "truncated": cache.write_bytes(cache.read_bytes()[:200])
+    if damage == "other file": shutil.copy(workbook/"scores"/".cache"/"bo.jsonl.npz", cache)
+    if damage == "replaced log":  # restored from a backup: a new file (inode) whose scores differ
+        backup = log.read_bytes().replace(b'"score":0.5', b'"score":0.0')
+        (workbook/"scores"/"restored").write_bytes(backup)
+        os.replace(workbook/"scores"/"restored", log)
+        expected["score"] = expected["score"].where(expected["rater"] != "ana", 0.0)
+        expected["time"] = expected["time"]  # the times are the same: only the scores changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a bad cache is no problem of the store: no warning
+        fresh = ScoreStore(workbook/"scores", completions=completions, cache_after=1)
+        current = fresh.current()
+    assert_same_frame(current, expected)
+    assert fresh.problems() == []
+    assert cache.exists()  # rebuilt by that read
+    again = ScoreStore(workbook/"scores", completions=completions)
+    assert_same_frame(again.current(), expected)
+
+
+def test_a_torn_tail_is_reported_with_a_cache(workbook):
+    completions = load_completions(workbook/"completions")
+    store = ScoreStore(workbook/"scores", completions=completions, cache_after=1)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    store.set_score(GRAMMAR_1M, "B", 1, "ana")
+    log = workbook/"scores"/"ana.jsonl"
+    with open(log, "ab") as f: f.write(b"}{ garbage\n")
+    store.scores_for(GRAMMAR_1M, "ana")  # caches the three lines, the bad one included
+    with open(log, "ab") as f: f.write(b'{"completion_id": "' + GRAMMAR_1M.encode() + b'", "criterion": "C", "sco')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fresh = ScoreStore(workbook/"scores", completions=completions, cache_after=1)
+        assert fresh.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0}
+    messages = [str(w.message) for w in caught]
+    assert messages == fresh.problems() and len(messages) == 2
+    assert "ana.jsonl, line 3: not JSON" in messages[0]
+    assert "ana.jsonl, line 4: skipped an unfinished last line" in messages[1]
+    with pytest.warns(UserWarning, match="moved to"):
+        fresh.set_score(GRAMMAR_1M, "C", 0, "ana")
+    assert ScoreStore(workbook/"scores", completions=completions).scores_for(GRAMMAR_1M, "ana") == {"A": 1.0, "B": 1.0, "C": 0.0}
+
+
+@pytest.mark.slow
+def test_store_benchmark_runs_and_prints_its_figures(tmp_path):
+    "bench/store.py end to end on a small store, so the script cannot rot between full runs."
+    import re
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(root/"bench"/"store.py"), "--events", "3000"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.match(r"^events=3000 open_s=[\d.]+ open_mb=-?\d+ cold_open_s=[\d.]+ views_s=[\d.]+ report_s=[\d.]+ report_cpu_s=[\d.]+ "
+                    r"click_ms=[\d.]+ report_identical=na targets=(PASS|MISS)$", last), done.stdout[-2000:]
+    assert "panel click" in done.stdout and "target < 2 s" in done.stdout

@@ -254,3 +254,42 @@ def test_console_script_exit_codes(tmp_path):
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == len(EXPECTED_PROBLEMS) + 1
     usage = subprocess.run([script, "scores", "import", QUIRKS], env=env, capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "--rater" in usage.stderr
+
+
+RACE = """
+import sys, time
+from tinyscale.cli import main
+from tinyscale.store import ScoreStore
+append = ScoreStore._append
+def slow_append(self, events):  # a slow disk: the other import runs its already-imported check meanwhile
+    time.sleep(1.0)
+    append(self, events)
+ScoreStore._append = slow_append
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+sys.exit(main(["scores", "import", sys.argv[1], "--rater", "ana", "--store", sys.argv[2], "--completions", sys.argv[3]]))
+"""
+
+
+def test_two_imports_of_one_file_at_once_write_every_score_once(tmp_path):
+    wide = FIXTURES/"analysis_wide_scores.csv"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TINYSCALE_ROOT": str(repo)}
+    children = [subprocess.Popen([sys.executable, "-c", RACE, str(wide), str(tmp_path/"scores"), str(tmp_path/"completions")],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo)
+                for _ in range(2)]
+    for child in children: assert child.stdout.readline().strip() == "ready"
+    for child in children:
+        child.stdin.write("go\n"); child.stdin.flush()
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    events = [json.loads(line) for line in (tmp_path/"scores"/"ana.jsonl").read_text().splitlines()]
+    keys = [(e["completion_id"], e["criterion"]) for e in events]
+    scores = sum(len(row.scores) for row in read_wide_csv(wide))
+    assert len(keys) == len(set(keys)) == scores  # every score once
+    completions = [json.loads(line) for path in (tmp_path/"completions").glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert len(completions) == len({c["completion_id"] for c in completions})  # every completion once
+    summaries = sorted((out for out, _ in outputs), key=lambda out: "no new completions" in out)  # the one that wrote, first
+    assert f"; {scores} score(s) added" in summaries[0] and ", 0 already imported" in summaries[0], summaries
+    assert "; 0 score(s) added" in summaries[1] and f", {scores} already imported" in summaries[1], summaries
+    assert "no new completions" in summaries[1]

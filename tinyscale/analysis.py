@@ -9,7 +9,7 @@ from __future__ import annotations
 import math, re, warnings
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from .core import TinyscaleError, canonical_json, text_hash
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 
@@ -109,10 +109,45 @@ BOOTSTRAP_RESAMPLES = 9999
 CONFIDENCE = 0.95
 
 def _ratio(sums, counts, axis=-1): return sums.sum(axis=axis) / counts.sum(axis=axis)
+_ratio.of_sums = True  # depends on the data only through their sums along `axis`
 
 def _cell_rng(seed:int, key)->np.random.Generator:
     "A generator for one cell, seeded by `seed` and the cell's key."
     return np.random.default_rng([int(seed), int(text_hash(canonical_json(list(key)), 15), 16)])
+
+def _exact_sums(data:tuple)->bool:
+    "Whether every sum of these values is exact in floating point, in any order (halves and whole numbers, not too large)."
+    return all(np.array_equal(2 * d, np.round(2 * d)) and float(np.abs(d).sum()) < 2 ** 40 for d in data)
+
+def _bootstrap_of_sums(data:tuple, statistic, rng:np.random.Generator, n_resamples:int, confidence:float, method:str,
+                       batch:int=1000)->tuple[np.ndarray, float, float]:
+    "`scipy.stats.bootstrap(data, statistic, paired=True, vectorized=True, batch=batch)`'s resamples and interval, computed from sums."
+    values = np.stack(data, axis=1)  # prompts × arrays
+    n, of = len(values), lambda sums: statistic(*[sums[:, j:j + 1] for j in range(values.shape[1])], axis=-1)
+    distribution, starts = [], list(range(0, n_resamples, batch))
+    together = max(1, 2_000_000 // (batch * n))  # batches summed at once, within a few MB of draws
+    for first in range(0, len(starts), together):
+        picks = np.concatenate([rng.integers(0, n, size=(min(batch, n_resamples - start), n), dtype="int64", endpoint=False)
+                                for start in starts[first:first + together]])  # scipy's draws, in scipy's order
+        sums = np.stack([column[picks].sum(axis=1) for column in data], axis=1)
+        distribution.append(of(sums))  # exact sums: the statistic sees what scipy's resample gave it
+    distribution = np.concatenate(distribution)
+    alpha = (1 - confidence) / 2
+    if method == "BCa":  # scipy's _bca_interval, step for step
+        theta_hat = np.expand_dims(of(values.sum(axis=0, keepdims=True))[0], axis=-1)
+        below = np.count_nonzero(distribution < theta_hat, axis=-1) + np.count_nonzero(distribution <= theta_hat, axis=-1)
+        z0_hat = special.ndtri(np.asarray(below.astype(theta_hat.dtype) / (2 * len(distribution)), dtype=theta_hat.dtype))
+        jackknife = of(values.sum(axis=0, keepdims=True) - values)
+        U = (n - 1.0) * (np.mean(jackknife, axis=-1, keepdims=True) - jackknife)
+        a_hat = 1/6 * (np.sum(U**3, axis=-1) / float(n)**3) / (np.sum(U**2, axis=-1) / float(n)**2)**(3/2)
+        z_alpha = float(special.ndtri(alpha))
+        num1, num2 = z0_hat + z_alpha, z0_hat + (-z_alpha)
+        interval = np.stack((special.ndtr(z0_hat + num1/(1 - a_hat*num1)), special.ndtr(z0_hat + num2/(1 - a_hat*num2))), axis=-1)
+    else:
+        alpha = np.asarray(alpha, dtype=distribution.dtype)
+        interval = np.stack((alpha, 1 - alpha), axis=-1)
+    low, high = stats.quantile(distribution, interval, axis=-1)
+    return distribution, low, high
 
 def bootstrap_interval(data:tuple, # per-prompt arrays of equal length, resampled together
                        statistic=_ratio, # vectorised statistic taking the arrays and `axis`
@@ -126,15 +161,17 @@ def bootstrap_interval(data:tuple, # per-prompt arrays of equal length, resample
     data = tuple(np.asarray(d, dtype=float) for d in data)
     estimate = float(statistic(*data, axis=-1))
     if len(data[0]) < 2: return estimate, math.nan, math.nan
+    fast = getattr(statistic, "of_sums", False) and method in ("BCa", "percentile") and _exact_sums(data)
     def run(how):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-                                   confidence_level=confidence, method=how, batch=1000, rng=_cell_rng(seed, key))
-    result = run(method)
-    if np.ptp(result.bootstrap_distribution) < 1e-12: return estimate, estimate, estimate
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)): low, high = run("percentile").confidence_interval
+            if fast: return _bootstrap_of_sums(data, statistic, _cell_rng(seed, key), n_resamples, confidence, how)
+            result = stats.bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                                     confidence_level=confidence, method=how, batch=1000, rng=_cell_rng(seed, key))
+            return (result.bootstrap_distribution, *result.confidence_interval)
+    distribution, low, high = run(method)
+    if np.ptp(distribution) < 1e-12: return estimate, estimate, estimate
+    if not (np.isfinite(low) and np.isfinite(high)): _, low, high = run("percentile")
     return estimate, float(low), float(high)
 
 # %% ../nbs/08_analysis.ipynb #1d1395fd
@@ -146,11 +183,12 @@ def criterion_cells(scores:pd.DataFrame, # tidy scores, or pairs of scores: anyt
                     unscored:bool=True, # also list the rubric's criteria that have no scores in `scores`
                    )->list[tuple[str, str, str]]:
     "The (level, category, criterion) cells of a table: overall, each category, then each criterion, in rubric order."
-    present = [c for c in CATEGORIES if c in set(scores["category"])]
-    present += sorted(set(scores["category"]) - set(present))
+    categories = set(scores["category"].unique().tolist())
+    present = [c for c in CATEGORIES if c in categories]
+    present += sorted(categories - set(present))
     cells = [("overall", "", "")] + [("category", c, "") for c in present]
     for category in present:
-        scored = set(scores.loc[scores["category"] == category, "criterion"])
+        scored = set(scores.loc[scores["category"] == category, "criterion"].unique().tolist())
         labels = [c.label for c in rubric.for_category(category)] if rubric is not None else []
         if not unscored: labels = [label for label in labels if label in scored]
         labels += sorted(scored - set(labels), key=_natural_key)
@@ -178,9 +216,12 @@ def summary_table(scores:pd.DataFrame, # tidy scores of one rater
     models = models or model_order(scores["model"].unique(), model_params(scores))
     rows = []
     for level, category, criterion in criterion_cells(scores, rubric):
-        in_cell = _in_cell(scores, category, criterion)
+        cell = scores[_in_cell(scores, category, criterion)]
+        # each model's `prompt_totals`, from one grouping of the cell (prompts in the same sorted order)
+        grouped = cell.groupby(["model", "prompt_unit"], sort=True)["score"].agg(total="sum", n="count")
+        by_model = {m: part.droplevel(0) for m, part in grouped.groupby(level=0, sort=False)}
         for model in models:
-            totals = prompt_totals(scores[in_cell & (scores["model"] == model)])
+            totals = by_model.get(model, grouped.iloc[:0])
             mean = low = high = math.nan
             if len(totals):
                 mean, low, high = bootstrap_interval((totals.total, totals.n), seed=seed, key=(level, category, criterion, model),
@@ -286,6 +327,7 @@ DIFFERENCE_COLUMNS = ("level", "category", "criterion", "model", "baseline", "pr
                       "difference", "ci_low", "ci_high")
 
 def _diff_ratio(total_b, n_b, total_m, n_m, axis=-1): return _ratio(total_m, n_m, axis) - _ratio(total_b, n_b, axis)
+_diff_ratio.of_sums = True
 
 def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
                        model:str, # the model whose mean comes first in the difference
@@ -295,8 +337,9 @@ def paired_differences(scores:pd.DataFrame, # tidy scores of one rater
                       )->pd.DataFrame:
     "`model − baseline` per cell on the scores both have, with a bootstrap interval resampling shared prompts."
     scores = check_scores(scores)
+    present = set(scores["model"].unique().tolist())
     for name in (model, baseline):
-        if name not in set(scores["model"]): raise TinyscaleError(f"model {name!r} has no scores (models: {', '.join(sorted(set(scores['model'])))})")
+        if name not in present: raise TinyscaleError(f"model {name!r} has no scores (models: {', '.join(sorted(present))})")
     if model == baseline: raise TinyscaleError(f"model and baseline are the same model ({model})")
     keys = ["prompt_unit", "category", "criterion"]
     per_model = scores.groupby(keys + ["model"])["score"].agg(total="sum", n="count").reset_index()

@@ -6,9 +6,10 @@ Docs: https://tinyscale.github.io/tinyscale/store.html.md"""
 
 # %% ../nbs/06_store.ipynb #0ed0eb7b
 from __future__ import annotations
-import fcntl, json, math, os, re, warnings
-from collections import defaultdict
+import fcntl, json, math, os, re, tempfile, warnings
 from pathlib import Path
+import numpy as np
+import orjson
 import pandas as pd
 from fastcore.basics import patch
 from .core import TinyscaleError, add_options, append_jsonl, project_root, utc_now
@@ -16,9 +17,9 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, lo
 from .completions import completions_dir, load_completions
 
 # %% auto #0
-__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'rater_file_name', 'judge_rater', 'is_judge', 'check_source',
-           'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options', 'completion_paths', 'store_from_args',
-           'add_progress_command']
+__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES', 'rater_file_name',
+           'judge_rater', 'is_judge', 'check_source', 'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options',
+           'completion_paths', 'store_from_args', 'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -93,46 +94,227 @@ def _normalise(record:dict)->dict:
     if event["score"] is not None: event["score"] = float(event["score"])
     return event
 
+# %% ../nbs/06_store.ipynb #5f1a0c02
+_SCORE_SET, _PLAIN_SOURCES = frozenset(SCORE_LEVELS), frozenset(("manual", "import"))
+
+def _surely_valid(record, # a decoded JSON line
+                  good_raters:dict, # rater name -> whether its events belong in this file (filled as it goes)
+                  file_name:str)->bool:
+    "True when `record` is certainly a valid event of `file_name`; False means: ask `event_problem`."
+    if type(record) is not dict: return False
+    get = record.get
+    cid, rater, criterion, score, source = get("completion_id"), get("rater"), get("criterion"), get("score"), get("source")
+    if type(cid) is not str or type(rater) is not str or type(criterion) is not str or type(source) is not str: return False
+    if type(get("category")) is not str or type(get("time")) is not str or "score" not in record: return False
+    ok = good_raters.get(rater)
+    if ok is None: ok = good_raters[rater] = bool(rater.strip()) and rater_file_name(rater) == file_name
+    if not ok or not cid.strip(): return False
+    if score is not None and (type(score) not in (int, float) or score not in _SCORE_SET or criterion == ""): return False
+    for name in ("prompt_id", "model", "config_hash", "note"):
+        value = get(name)
+        if value is not None and type(value) is not str: return False
+    seconds = get("seconds")  # a float this large may be a big integer that orjson rounded: leave it to `json`
+    if seconds is not None and not (type(seconds) in (int, float) and 0 <= seconds < 2 ** 53): return False
+    return source in _PLAIN_SOURCES or (source.startswith(JUDGE_PREFIX) and len(source) > len(JUDGE_PREFIX))
+
+# %% ../nbs/06_store.ipynb #5f1a0c04
+_CODED = ("completion_id", "prompt_id", "model", "config_hash", "category", "criterion", "rater", "source")
+_SECONDS_NONE, _SECONDS_INT, _SECONDS_FLOAT, _SECONDS_BIG = 0, 1, 2, 3
+
+class _Strings:
+    "The distinct strings of one column, each with its code (its position)."
+    def __init__(self, values=()):
+        self.values = list(values)
+        self.codes = {v: i for i, v in enumerate(self.values)}
+        self._array = None
+
+    def code(self, value:str)->int:
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+    def codes_of(self, values:list[str])->list[int]:
+        "The codes of `values`, new strings getting new codes."
+        codes = self.codes
+        for value in dict.fromkeys(v for v in values if v not in codes): self.code(value)
+        return [codes[v] for v in values]
+
+    def array(self)->np.ndarray:
+        "The strings as an object array, to `take` a column from its codes."
+        if self._array is None or len(self._array) != len(self.values):
+            self._array = np.empty(len(self.values), dtype=object)
+            self._array[:] = self.values
+        return self._array
+
+def _object_array(values:list)->np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+class _Events:
+    "The valid events of one file, column by column: codes for the repeated names, arrays for the rest."
+    def __init__(self):
+        self.strings = {name: _Strings() for name in _CODED}
+        self.arrays = {name: np.zeros(0, np.int32) for name in _CODED}
+        self.arrays.update(score=np.zeros(0), seconds=np.zeros(0), kind=np.zeros(0, np.int8),
+                           time=_object_array([]), note=_object_array([]))
+        self.big = {}  # row -> seconds too large for a float to hold exactly
+        # the times of the first rows, as read from a cache: UTF-8 bytes and offsets, decoded only for the rows asked for
+        self.packed_time, self._packed_text = (b"", np.zeros(1, np.int64)), None
+        self.pending = {name: [] for name in self.arrays}
+        self.n = 0
+
+    def __len__(self): return self.n
+
+    def append(self, record:dict): self.extend([record])
+
+    def extend(self, records:list[dict]):
+        "Add valid events (as `event_problem` accepts them), in order."
+        pending, strings, first = self.pending, self.strings, self.n
+        for name in ("completion_id", "category", "criterion", "rater", "source"):
+            pending[name] += strings[name].codes_of([r[name] for r in records])
+        for name in ("prompt_id", "model", "config_hash"): pending[name] += strings[name].codes_of([r.get(name) or "" for r in records])
+        pending["score"] += [math.nan if s is None else float(s) for s in [r["score"] for r in records]]
+        kinds, values = pending["kind"], pending["seconds"]
+        for row, seconds in enumerate([r.get("seconds") for r in records], start=first):
+            if seconds is None: kinds.append(_SECONDS_NONE); values.append(math.nan)
+            elif isinstance(seconds, float): kinds.append(_SECONDS_FLOAT); values.append(seconds)
+            elif abs(seconds) < 2 ** 53: kinds.append(_SECONDS_INT); values.append(float(seconds))
+            else: kinds.append(_SECONDS_BIG); values.append(math.nan); self.big[row] = seconds
+        pending["time"] += [r["time"] for r in records]
+        pending["note"] += [r.get("note") for r in records]
+        self.n += len(records)
+
+    def columns(self)->dict[str, np.ndarray]:
+        "Every column as an array (codes for the names in `_CODED`)."
+        if self.pending["time"]:
+            for name, values in self.pending.items():
+                old = self.arrays[name]
+                new = _object_array(values) if old.dtype == object else np.asarray(values, dtype=old.dtype)
+                self.arrays[name] = np.concatenate([old, new])
+                values.clear()
+        return self.arrays
+
+    def tail(self, start:int, names:tuple)->list[list]:
+        "The values of `names` in rows `start` onwards (codes for coded names), without joining the arrays."
+        frozen = len(self.arrays["score"])
+        return [(self.arrays[n][start:].tolist() if start < frozen else []) + self.pending[n][max(0, start - frozen):]
+                for n in names]
+
+    def times(self, rows:np.ndarray)->np.ndarray:
+        "The `time` of `rows`, as an object array of strings."
+        rows, columns = np.asarray(rows, dtype=np.int64), self.columns()
+        packed = len(self.packed_time[1]) - 1
+        out, old = np.empty(len(rows), dtype=object), rows < packed
+        if old.any():
+            raw, offsets = self.packed_time
+            if self._packed_text is None: self._packed_text = raw.decode("ascii") if raw.isascii() else False
+            starts, ends = offsets[rows[old]].tolist(), offsets[rows[old] + 1].tolist()
+            text = self._packed_text
+            out[old] = ([text[a:b] for a, b in zip(starts, ends)] if text is not False
+                        else [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(starts, ends)])
+        if not old.all(): out[~old] = columns["time"][rows[~old] - packed]
+        return out
+
+    def text(self, name:str, rows:np.ndarray)->np.ndarray:
+        "The strings of a coded column in `rows`, as an object array."
+        return self.strings[name].array()[self.columns()[name][rows]]
+
+    def seconds(self, rows:np.ndarray)->list:
+        "The `seconds` of `rows` as written: None, int or float."
+        columns = self.columns()
+        kinds, values = columns["kind"][rows].tolist(), columns["seconds"][rows].tolist()
+        return [None if k == _SECONDS_NONE else int(v) if k == _SECONDS_INT else v if k == _SECONDS_FLOAT else self.big[r]
+                for k, v, r in zip(kinds, values, np.asarray(rows).tolist())]
+
+    def records(self, rows:np.ndarray)->list[dict]:
+        "Rows as event dicts, every field present in `EVENT_FIELDS` order."
+        columns, rows = self.columns(), np.asarray(rows, dtype=np.int64)
+        values = {name: self.text(name, rows).tolist() for name in _CODED}
+        values.update(time=self.times(rows).tolist(), note=columns["note"][rows].tolist(), seconds=self.seconds(rows),
+                      score=[None if s != s else s for s in columns["score"][rows].tolist()])
+        return [dict(zip(EVENT_FIELDS, event)) for event in zip(*(values[f] for f in EVENT_FIELDS))]
+
 # %% ../nbs/06_store.ipynb #04501e4c
+CACHE_FOLDER = ".cache" # in the scores folder: each log's parsed events, derived from the log and never required
+CACHE_AFTER_LINES = 10_000 # a log's cache is rewritten once this many lines were parsed past it
+_CACHE_VERSION, _WINDOW = 1, 4096
+
 class _RaterLog:
-    "The valid events of one rater file, parsed incrementally."
-    def __init__(self, path:Path):
-        self.path = Path(path)
+    "The valid events of one rater file, parsed incrementally, with a columnar cache of what was parsed."
+    def __init__(self, path:Path, cache_after:int|None=CACHE_AFTER_LINES):
+        self.path, self.cache_after, self.generation = Path(path), cache_after, 0
+        self.cache_path = self.path.parent/CACHE_FOLDER/f"{self.path.name}.npz"
         self._reset()
 
     def _reset(self):
-        self.consumed, self.lines, self.events, self.bad_lines, self.torn = b"", 0, [], [], None
+        self.consumed, self.lines, self.events, self.bad, self.torn = 0, 0, _Events(), [], None  # bad: (line, reason)
+        self.head = self.tail = b""     # the first and the last bytes parsed, to notice a file that changed under us
+        self.file_id, self.cached_lines, self.cache_tried, self.good_raters = None, 0, False, {}
+        self.generation += 1
 
-    def _read(self)->bytes:
+    def _unchanged(self, fd:int, stat)->bool:
+        "Whether the bytes parsed so far are still the file's first bytes (same file, head and tail as read)."
+        if not self.consumed: return True
+        return ((stat.st_dev, stat.st_ino) == self.file_id and stat.st_size >= self.consumed
+                and os.pread(fd, len(self.head), 0) == self.head
+                and os.pread(fd, len(self.tail), self.consumed - len(self.tail)) == self.tail)
+
+    def refresh(self)->_Events:
+        "The file's valid events, in file order, parsing only the lines added since the last call."
+        if not self.cache_tried and self.cache_after is not None: self._load_cache()
         try: f = open(self.path, "rb")
-        except FileNotFoundError: return b""
+        except FileNotFoundError:
+            if self.consumed or self.torn: self._reset()
+            return self.events
         with f:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH)
-            try: return f.read()
+            try:
+                stat = os.fstat(f.fileno())
+                if not self._unchanged(f.fileno(), stat): self._reset()
+                f.seek(self.consumed)
+                new = f.read()
             finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-    def refresh(self)->list[dict]:
-        "The file's valid events, in file order, parsing only the lines added since the last call."
-        data = self._read()
-        if not data.startswith(self.consumed): self._reset()
-        new = data[len(self.consumed):]
+        if self.consumed == 0 and not self.cache_tried and self.cache_after is not None:
+            self._load_cache()  # the file was replaced: a cache built by another process may fit it
+            if self.consumed: return self.refresh()
+        self.file_id = (stat.st_dev, stat.st_ino)
         end = new.rfind(b"\n") + 1
-        for raw in new[:end].split(b"\n")[:-1]:
-            self.lines += 1
-            if raw.strip(): self._take(raw)
-        self.consumed = data[:len(self.consumed) + end]
+        if end: self._parse(new[:end])
         self._check_torn_tail(new[end:])
+        if self.cache_after is not None and self.lines - self.cached_lines >= max(1, self.cache_after): self._write_cache()
         return self.events
 
-    def _take(self, raw:bytes):
+    def _parse(self, data:bytes):
+        "Parse whole lines (`data` ends with a newline) and remember the bytes they came from."
+        valid, good_raters, name, loads = [], self.good_raters, self.path.name, orjson.loads
+        for raw in data.split(b"\n")[:-1]:
+            self.lines += 1
+            if not raw.strip(): continue
+            try: record = loads(raw)
+            except ValueError: record = None
+            if _surely_valid(record, good_raters, name) or (record := self._take(raw)) is not None: valid.append(record)
+        self.events.extend(valid)
+        if len(self.head) < _WINDOW: self.head = (self.head + data)[:_WINDOW]
+        self.tail = (self.tail + data)[-_WINDOW:] if len(data) < _WINDOW else data[-_WINDOW:]
+        self.consumed += len(data)
+
+    def _take(self, raw:bytes)->dict|None:
+        "The careful path for a line the fast check did not accept: Python's `json` and `event_problem` decide."
         try:
             record = json.loads(raw)
             reason = event_problem(record, self.path.name)
         except ValueError as e: reason = f"not JSON ({e})"
-        if reason is None: return self.events.append(_normalise(record))
-        message = f"{self.path}, line {self.lines}: {reason}; the line was skipped"
-        self.bad_lines.append(message)
-        warnings.warn(message)
+        if reason is None: return record
+        self._bad(self.lines, reason)
+
+    def _bad(self, line:int, reason:str):
+        self.bad.append((line, reason))
+        warnings.warn(self._bad_message(line, reason))
+
+    def _bad_message(self, line:int, reason:str)->str: return f"{self.path}, line {line}: {reason}; the line was skipped"
 
     def _check_torn_tail(self, tail:bytes):
         if not tail.strip():
@@ -144,7 +326,128 @@ class _RaterLog:
         self.torn = message
 
     @property
-    def problems(self)->list[str]: return self.bad_lines + ([self.torn] if self.torn else [])
+    def problems(self)->list[str]: return [self._bad_message(*b) for b in self.bad] + ([self.torn] if self.torn else [])
+
+# %% ../nbs/06_store.ipynb #5f1a0c07
+def _pack_strings(values:list[str])->tuple[np.ndarray, np.ndarray]:
+    "Strings as one UTF-8 byte array and the offsets between them."
+    encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+def _unpack_strings(data:np.ndarray, offsets:np.ndarray)->list[str]:
+    raw, bounds = data.tobytes(), offsets.tolist()
+    if raw.isascii():  # every character one byte: slice the decoded text
+        text = raw.decode("ascii")
+        return [text[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [raw[a:b].decode("utf-8", "surrogatepass") for a, b in zip(bounds[:-1], bounds[1:])]
+
+@patch
+def _write_cache(self:_RaterLog):
+    "Save what was parsed (never a torn tail) next to the log; any failure only costs speed."
+    events, self.cached_lines = self.events, self.lines
+    columns, payload = events.columns(), {}
+    for name in _CODED:
+        payload[name] = columns[name]
+        payload[f"{name}.text"], payload[f"{name}.offsets"] = _pack_strings(events.strings[name].values)
+    for name in ("score", "seconds", "kind"): payload[name] = columns[name]
+    (packed, offsets), (text, more) = events.packed_time, _pack_strings(columns["time"].tolist())
+    payload["time.text"] = np.concatenate([np.frombuffer(packed, np.uint8), text])
+    payload["time.offsets"] = np.concatenate([offsets, more[1:] + offsets[-1]])
+    payload["note.rows"] = np.flatnonzero(~pd.isna(columns["note"]))
+    payload["note.text"], payload["note.offsets"] = _pack_strings(columns["note"][payload["note.rows"]].tolist())
+    meta = dict(version=_CACHE_VERSION, name=self.path.name, file_id=list(self.file_id), consumed=self.consumed, lines=self.lines,
+                bad=self.bad,
+                big={str(row): value for row, value in events.big.items()})
+    payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    payload["head"], payload["tail"] = np.frombuffer(self.head, np.uint8), np.frombuffer(self.tail, np.uint8)
+    tmp = None
+    try:
+        self.cache_path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=f".{self.cache_path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f: np.savez(f, **payload)
+        os.replace(tmp, self.cache_path)  # atomic: a reader sees the old cache or the new one
+    except (OSError, ValueError):
+        if tmp and os.path.exists(tmp): os.unlink(tmp)
+
+@patch
+def _load_cache(self:_RaterLog):
+    "Take up the cache if it was made from the first bytes of this very file; else leave things as they are."
+    self.cache_tried = True
+    try:
+        with open(self.cache_path, "rb") as stored, np.load(stored, allow_pickle=False) as saved:
+            meta = json.loads(saved["meta"].tobytes())
+            head, tail = saved["head"].tobytes(), saved["tail"].tobytes()
+            if meta["version"] != _CACHE_VERSION or meta["name"] != self.path.name: return
+            with open(self.path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                if ([stat.st_dev, stat.st_ino] != meta["file_id"] or stat.st_size < meta["consumed"]
+                    or os.pread(f.fileno(), len(head), 0) != head
+                    or os.pread(f.fileno(), len(tail), meta["consumed"] - len(tail)) != tail): return
+            events = _Events()
+            for name in _CODED:
+                events.strings[name] = _Strings(_unpack_strings(saved[f"{name}.text"], saved[f"{name}.offsets"]))
+                events.arrays[name] = saved[name].astype(np.int32)
+            for name in ("score", "seconds", "kind"): events.arrays[name] = saved[name]
+            events.packed_time = (saved["time.text"].tobytes(), saved["time.offsets"])
+            events.n = len(events.arrays["score"])
+            events.arrays["note"] = np.empty(events.n, dtype=object)  # None
+            events.arrays["note"][saved["note.rows"]] = _object_array(_unpack_strings(saved["note.text"], saved["note.offsets"]))
+            events.big = {int(row): value for row, value in meta["big"].items()}
+            if len(events.packed_time[1]) - 1 != events.n or any(len(a) != events.n for k, a in events.arrays.items() if k != "time"): return
+    except Exception: return  # missing, unreadable, from another version, damaged: the log itself is read instead
+    self.events, self.consumed, self.lines, self.cached_lines = events, meta["consumed"], meta["lines"], meta["lines"]
+    self.head, self.tail, self.file_id, self.torn, self.bad = head, tail, tuple(meta["file_id"]), None, []
+    self.generation += 1
+    for line, reason in meta["bad"]: self._bad(line, reason)
+
+# %% ../nbs/06_store.ipynb #5f1a0c0a
+@patch
+def latest_rows(self:_RaterLog)->np.ndarray:
+    "Rows of the latest event of each (completion, criterion, rater) that has a criterion, in the order the keys first appear."
+    state = (self.generation, len(self.events))
+    if getattr(self, "_latest_state", None) == state: return self._latest
+    columns, strings = self.events.columns(), self.events.strings
+    key = ((columns["completion_id"].astype(np.int64) * len(strings["criterion"].values) + columns["criterion"])
+           * len(strings["rater"].values) + columns["rater"])
+    no_criterion = strings["criterion"].codes.get("")
+    scored = np.flatnonzero(columns["criterion"] != no_criterion) if no_criterion is not None else np.arange(len(key))
+    keys = pd.Series(key[scored])
+    last = scored[~keys.duplicated(keep="last").to_numpy()]
+    first_keys = keys[~keys.duplicated(keep="first").to_numpy()].to_numpy()
+    self._latest, self._latest_state = last[pd.Index(key[last]).get_indexer(first_keys)], state
+    return self._latest
+
+def _of_rater(events:_Events, rows:np.ndarray, rater:str|None)->np.ndarray:
+    "The `rows` whose rater is `rater` (all of them for None)."
+    if rater is None: return rows
+    code = events.strings["rater"].codes.get(rater)
+    return rows[events.columns()["rater"][rows] == code] if code is not None else rows[:0]
+
+def _current_rows(log:_RaterLog, rater:str|None)->np.ndarray:
+    "Rows of the current scores (latest events that do not clear) of `rater` in `log`."
+    rows = _of_rater(log.events, log.latest_rows(), rater)
+    return rows[~np.isnan(log.events.columns()["score"][rows])]
+
+# %% ../nbs/06_store.ipynb #5f1a0c0d
+def _events_frame(parts:list[tuple[_Events, np.ndarray]])->pd.DataFrame:
+    "The events in `rows` of each `(events, rows)` part, with the dtypes pandas gives the same events as dicts."
+    n = sum(len(rows) for _, rows in parts)
+    if not n: return pd.DataFrame([], columns=list(EVENT_FIELDS))
+    join = lambda get: np.concatenate([get(events, rows) for events, rows in parts])
+    data = {name: pd.array(join(lambda e, r: e.text(name, r)), dtype="str") for name in _CODED}
+    data["time"] = pd.array(join(lambda e, r: e.times(r)), dtype="str")
+    score, kinds = join(lambda e, r: e.columns()["score"][r]), join(lambda e, r: e.columns()["kind"][r])
+    data["score"] = _object_array([None] * n) if np.isnan(score).all() else score
+    if (kinds == _SECONDS_BIG).any(): data["seconds"] = pd.Series([s for e, r in parts for s in e.seconds(r)]).array
+    elif (kinds == _SECONDS_NONE).all(): data["seconds"] = _object_array([None] * n)
+    else:
+        seconds = join(lambda e, r: e.columns()["seconds"][r])
+        data["seconds"] = seconds.astype(np.int64) if (kinds == _SECONDS_INT).all() else seconds
+    notes = join(lambda e, r: e.columns()["note"][r])
+    data["note"] = notes if pd.isna(notes).all() else pd.array(notes, dtype="str")
+    return pd.DataFrame(data, columns=list(EVENT_FIELDS))
 
 # %% ../nbs/06_store.ipynb #108fe0f7
 _COMPLETION_KEY = ("completion_id", "prompt_id", "model", "config_hash", "category")
@@ -161,11 +464,13 @@ class ScoreStore:
     def __init__(self, folder:str|Path|None=None, # the events folder (default `<project root>/scores`)
                  completions:pd.DataFrame|None=None, # the completions table (default `load_completions()`)
                  rubric:Rubric|None=None, # default `load_rubric()`
+                 cache_after:int|None=CACHE_AFTER_LINES, # rewrite a log's cache once this many lines are past it; None: no cache
                 ):
         self.folder = Path(folder) if folder is not None else project_root()/"scores"
         self.rubric = rubric if rubric is not None else load_rubric()
+        self.cache_after = cache_after
         self.completions = pd.DataFrame(columns=list(_COMPLETION_KEY + _JOINED))
-        self._by_id, self._logs = {}, {}
+        self._by_id, self._logs, self._indexes, self._ids, self._position = {}, {}, {}, [], {}
         self._criteria = {c: [k.label for k in self.rubric.for_category(c)] for c in self.rubric.categories}
         self.include_completions(load_completions() if completions is None else completions)
 
@@ -179,9 +484,11 @@ class ScoreStore:
         parts = [frame for frame in (self.completions, fresh) if len(frame)]
         self.completions = pd.concat(parts, ignore_index=True) if parts else fresh.reset_index(drop=True)
         for row in fresh[list(_COMPLETION_KEY)].to_dict("records"): self._by_id[row["completion_id"]] = row
+        self._ids = self.completions.completion_id.tolist()
 
     def __repr__(self):
-        return f"ScoreStore({self.folder}: {len(self.raters())} rater(s), {len(self._events())} events, {len(self.completions)} completions)"
+        events = sum(len(log.events) for log in self._read_logs())
+        return f"ScoreStore({self.folder}: {len(self.raters())} rater(s), {events} events, {len(self.completions)} completions)"
 
     def rater_path(self, rater:str)->Path:
         "The event file of `rater`."
@@ -272,67 +579,119 @@ def set_scores(self:ScoreStore, scores:list[dict], # each with completion_id, cr
 
 # %% ../nbs/06_store.ipynb #a40b8ee5
 @patch
+def _read_logs(self:ScoreStore, rater:str|None=None)->list[_RaterLog]:
+    "The logs of `rater` (or every log in the folder), each brought up to date."
+    paths = sorted(self.folder.glob("*.jsonl")) if rater is None else [self.rater_path(rater)]
+    logs = [self._logs.get(path) or self._logs.setdefault(path, _RaterLog(path, self.cache_after)) for path in paths]
+    for log in logs: log.refresh()
+    return logs
+
+@patch
 def _events(self:ScoreStore, rater:str|None=None)->list[dict]:
     "Valid events of `rater` (or of everyone), in file order."
-    paths = sorted(self.folder.glob("*.jsonl")) if rater is None else [self.rater_path(rater)]
-    events = []
-    for path in paths: events += self._logs.setdefault(path, _RaterLog(path)).refresh()
-    return events if rater is None else [e for e in events if e["rater"] == rater]
+    return [e for log in self._read_logs(rater) for e in log.events.records(_of_rater(log.events, np.arange(len(log.events)), rater))]
 
 @patch
 def _latest(self:ScoreStore, rater:str|None=None)->dict:
     "The latest score event of each (completion_id, criterion, rater), cleared scores removed."
-    latest = {}
-    for e in self._events(rater):
-        if e["criterion"]: latest[e["completion_id"], e["criterion"], e["rater"]] = e
-    return {k: e for k, e in latest.items() if e["score"] is not None}
+    return {(e["completion_id"], e["criterion"], e["rater"]): e
+            for log in self._read_logs(rater) for e in log.events.records(_current_rows(log, rater))}
 
 # %% ../nbs/06_store.ipynb #dd0ae10e
 @patch
 def events(self:ScoreStore, rater:str|None=None)->pd.DataFrame:
     "Every valid event (history included) of `rater`, or of everyone, in the order written."
-    return pd.DataFrame(self._events(rater), columns=list(EVENT_FIELDS))
+    return _events_frame([(log.events, _of_rater(log.events, np.arange(len(log.events)), rater)) for log in self._read_logs(rater)])
+
+@patch
+def _positions(self:ScoreStore)->dict:
+    "Each completion's row in the completions table."
+    if len(self._position) != len(self.completions): self._position = {cid: i for i, cid in enumerate(self._ids)}
+    return self._position
+
+def _ranks(parts:list, name:str)->list[np.ndarray]:
+    "For each part, the rank of every code of column `name` among the strings of all parts (Python's order)."
+    ordered = sorted(set().union(*(events.strings[name].values for events, _ in parts)))
+    rank = {value: i for i, value in enumerate(ordered)}
+    return [np.array([rank[v] for v in events.strings[name].values], dtype=np.int64) for events, _ in parts]
 
 @patch
 def current(self:ScoreStore, rater:str|None=None)->pd.DataFrame:
     "Current scores, one row per (completion, criterion, rater), joined with the completions table."
-    position = {cid: i for i, cid in enumerate(self.completions.completion_id)}
-    rows = sorted(self._latest(rater).values(),
-                  key=lambda e: (position.get(e["completion_id"], len(position)), e["completion_id"], e["criterion"], e["rater"]))
-    frame = pd.DataFrame(rows, columns=list(EVENT_FIELDS)).astype({"score": float})
-    return frame.merge(self.completions[["completion_id", *_JOINED]], on="completion_id", how="left")
+    parts = [(log.events, _current_rows(log, rater)) for log in self._read_logs(rater)]
+    joined = self.completions[["completion_id", *_JOINED]]
+    if not sum(len(rows) for _, rows in parts):
+        return pd.DataFrame([], columns=list(EVENT_FIELDS)).astype({"score": float}).merge(joined, on="completion_id", how="left")
+    position = self._positions()
+    where = [np.array([position.get(v, len(position)) for v in e.strings["completion_id"].values], dtype=np.int64) for e, _ in parts]
+    keys = [np.concatenate([ranks[i][e.columns()[name][rows]] for i, (e, rows) in enumerate(parts)])
+            for name, ranks in (("rater", _ranks(parts, "rater")), ("criterion", _ranks(parts, "criterion")),
+                                ("completion_id", _ranks(parts, "completion_id")), ("completion_id", where))]
+    order = np.lexsort(keys)  # by table position, then completion id, criterion and rater, as `sorted` would
+    frame = _events_frame(parts).take(order).reset_index(drop=True).astype({"score": float})
+    rows_in_table = keys[-1][order]
+    if (rows_in_table < len(position)).all() and frame["completion_id"].dtype == joined["completion_id"].dtype:
+        for name in _JOINED: frame[name] = joined[name].take(rows_in_table).reset_index(drop=True)  # the merge, without its hashing
+        return frame
+    return frame.merge(joined, on="completion_id", how="left")
+
+class _RaterIndex:
+    "One rater's current scores and notes per completion, and the completions fully scored, kept up to date event by event."
+    def __init__(self, generation:int=-1):
+        self.generation, self.applied, self.completions = generation, 0, -1
+        self.scores, self.notes, self.done, self.touched = {}, {}, set(), set()
+
+@patch
+def _index(self:ScoreStore, rater:str)->_RaterIndex:
+    "`rater`'s index, after taking in the events added to its file since the last call."
+    log, = self._read_logs(rater)
+    events, index = log.events, self._indexes.get(rater)
+    if index is None or index.generation != log.generation: index = self._indexes[rater] = _RaterIndex(log.generation)
+    code = events.strings["rater"].codes.get(rater)
+    if index.applied < len(events) and code is not None:
+        cids, labels = events.strings["completion_id"].values, events.strings["criterion"].values
+        for r, c, k, score, note in zip(*events.tail(index.applied, ("rater", "completion_id", "criterion", "score", "note"))):
+            if r != code: continue
+            if labels[k]:
+                index.scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
+                index.touched.add(cids[c])
+            elif note is not None: index.notes[cids[c]] = note  # a note of the completion, not of one of its scores
+    index.applied = len(events)
+    return index
 
 @patch
 def scores_for(self:ScoreStore, completion_id:str, rater:str)->dict:
     "`rater`'s current scores of one completion, `{criterion label: score}`."
-    return {crit: e["score"] for (cid, crit, _), e in self._latest(rater).items() if cid == completion_id}
+    return {label: score for label, score in self._index(rater).scores.get(completion_id, {}).items() if score is not None}
 
 @patch
 def notes(self:ScoreStore, rater:str)->dict:
     "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out; a score's own note is not one)."
-    latest = {}
-    for e in self._events(rater):
-        if e["criterion"] == "" and e["note"] is not None: latest[e["completion_id"]] = e["note"]
-    return {cid: note for cid, note in latest.items() if note}
+    return {cid: note for cid, note in self._index(rater).notes.items() if note}
 
 @patch
 def raters(self:ScoreStore)->list[str]:
     "The names of everyone with at least one event, sorted."
-    return sorted({e["rater"] for e in self._events()})
+    return sorted({name for log in self._read_logs() for name in log.events.strings["rater"].values})
 
 @patch
 def problems(self:ScoreStore)->list[str]:
     "Every bad line and torn last line found in the event files, as `file, line N: reason`."
-    self._events()
+    self._read_logs()
     return [p for log in self._logs.values() for p in log.problems]
 
 # %% ../nbs/06_store.ipynb #beebef6e
 @patch
 def _fully_scored(self:ScoreStore, rater:str)->set:
-    labels = defaultdict(set)
-    for cid, crit, _ in self._latest(rater): labels[cid].add(crit)
-    return {cid for cid, done in labels.items()
-            if cid in self._by_id and set(self._criteria.get(self._by_id[cid]["category"], ["?"])) <= done}
+    "Completions of the table with a current score of `rater` on every criterion of their category."
+    index = self._index(rater)
+    if index.completions != len(self._by_id): index.touched, index.completions = set(index.scores), len(self._by_id)
+    for cid in index.touched:
+        key, labels = self._by_id.get(cid), index.scores[cid]
+        if key is not None and all(labels.get(c) is not None for c in self._criteria.get(key["category"], ["?"])): index.done.add(cid)
+        else: index.done.discard(cid)
+    index.touched.clear()
+    return index.done
 
 @patch
 def progress(self:ScoreStore, rater:str)->pd.DataFrame:
@@ -350,7 +709,7 @@ def progress(self:ScoreStore, rater:str)->pd.DataFrame:
 def unscored(self:ScoreStore, rater:str)->list[str]:
     "Ids of the completions `rater` has not fully scored, in completions order."
     done = self._fully_scored(rater)
-    return [cid for cid in self.completions.completion_id if cid not in done]
+    return [cid for cid in self._ids if cid not in done]
 
 # %% ../nbs/06_store.ipynb #019e3384
 def rater_hint(rater:str, # a name that is not one of `raters`

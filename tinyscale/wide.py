@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from . import __version__
-from .core import TinyscaleError, add_options, atomic_write_text, canonical_json, config_hash, data_path, text_hash, utc_now, where
+from .core import (TinyscaleError, add_options, atomic_write_text, canonical_json, config_hash, data_path, locked, read_jsonl,
+                            text_hash, utc_now, where)
 from .rubric import Rubric, check_score, load_rubric
 from .prompts import Prompt, read_prompt_rows
 from .completions import Completion, append_completions, completion_id, completions_dir, load_completions
@@ -20,9 +21,9 @@ from .store import (ScoreStore, _COMPLETION_KEY, _check_rater, _make_event, add_
                              store_from_args)
 
 # %% auto #0
-__all__ = ['WIDE_KEY_COLUMNS', 'NOTE_COLUMNS', 'IMPORT_PREFIX', 'WideRow', 'WideCsvProblems', 'read_wide_csv', 'ImportSummary',
-           'imported_prompt_id', 'imported_completion', 'mojibake', 'import_wide_csv', 'wide_scores', 'export_wide',
-           'export_long', 'add_todo_command', 'add_cli']
+__all__ = ['WIDE_KEY_COLUMNS', 'NOTE_COLUMNS', 'IMPORT_PREFIX', 'IMPORT_LOCK', 'WideRow', 'WideCsvProblems', 'read_wide_csv',
+           'ImportSummary', 'imported_prompt_id', 'imported_completion', 'mojibake', 'import_wide_csv', 'wide_scores',
+           'export_wide', 'export_long', 'add_todo_command', 'add_cli']
 
 # %% ../nbs/11_wide.ipynb #b45aa0af
 WIDE_KEY_COLUMNS = ("ID", "category", "prompt", "completion", "model_name")
@@ -196,9 +197,14 @@ def imported_completion(row:WideRow, # a row of a wide file
                       versions={"tinyscale": __version__}, run=run, created=utc_now(), import_id=row.id)
 
 # %% ../nbs/11_wide.ipynb #7cb8f974
+IMPORT_LOCK = ".import.lock" # in the scores folder: imports into one store run one at a time
+
 def _latest_imported(store:ScoreStore, rater:str)->dict:
     "The latest imported score of each (completion_id, criterion) of `rater`."
-    return {(e["completion_id"], e["criterion"]): e["score"] for e in store._events(rater) if e["source"] == "import"}
+    events = store.events(rater)
+    imported = events[events["source"] == "import"]
+    scores = [None if score != score else score for score in imported["score"].tolist()]  # a cleared score reads as NaN
+    return dict(zip(zip(imported["completion_id"].tolist(), imported["criterion"].tolist()), scores))
 
 def _import_run_name(path:Path)->str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "file"
@@ -280,33 +286,39 @@ def import_wide_csv(path:str|Path, # the wide score CSV
     rows = read_wide_csv(path, store.rubric)
     if garbled := _mojibake_warning(path, rows): warnings.warn(garbled)
     prompt_ids = {(p.category, p.prompt): p.id for p in (_table_prompts() if prompts is None else prompts)}
-    known = {}
-    for r in store.completions.itertuples(): known.setdefault((r.model, r.category, r.prompt, r.completion), r.completion_id)
-    run, created, reused, keys = _import_run_name(path), {}, 0, []
-    for row in rows:
-        content = (row.model, row.category, row.prompt, row.completion)
-        if content in known:
-            keys.append(store._by_id[known[content]]); reused += 1
-            continue
-        if content not in created:
-            prompt_id = prompt_ids.get((row.category, row.prompt)) or imported_prompt_id(row.category, row.prompt)
-            created[content] = imported_completion(row, prompt_id, run)
-        record = created[content]
-        keys.append({f: getattr(record, f) for f in _COMPLETION_KEY})
-    latest, events, unchanged = _latest_imported(store, rater), [], 0
-    for key, row in zip(keys, rows):
-        for label, score in row.scores.items():
-            if latest.get((key["completion_id"], label)) == score:
-                unchanged += 1
+    run = _import_run_name(path)
+    # what was imported already and what this import writes are decided under one lock, so two imports of a file at once
+    # write each score once: the second finds the first one's completions and scores
+    with locked(store.folder/IMPORT_LOCK):
+        run_file = folder/f"{run}.jsonl"
+        if run_file.exists() and (written := read_jsonl(run_file)): store.include_completions(pd.DataFrame(written))
+        known = {}
+        for r in store.completions.itertuples(): known.setdefault((r.model, r.category, r.prompt, r.completion), r.completion_id)
+        created, reused, keys = {}, 0, []
+        for row in rows:
+            content = (row.model, row.category, row.prompt, row.completion)
+            if content in known:
+                keys.append(store._by_id[known[content]]); reused += 1
                 continue
-            events.append(_make_event(key, label, score, rater, source="import", rubric=store.rubric))
-            latest[key["completion_id"], label] = score
-    notes, notes_unchanged = _note_events(store, rater, keys, rows)
-    completions_file = folder/f"{run}.jsonl" if created else None
-    if created:
-        append_completions(completions_file, list(created.values()))
-        store.include_completions(pd.DataFrame([c.to_dict() for c in created.values()]))
-    if events or notes: store._append(events + notes)
+            if content not in created:
+                prompt_id = prompt_ids.get((row.category, row.prompt)) or imported_prompt_id(row.category, row.prompt)
+                created[content] = imported_completion(row, prompt_id, run)
+            record = created[content]
+            keys.append({f: getattr(record, f) for f in _COMPLETION_KEY})
+        latest, events, unchanged = _latest_imported(store, rater), [], 0
+        for key, row in zip(keys, rows):
+            for label, score in row.scores.items():
+                if latest.get((key["completion_id"], label)) == score:
+                    unchanged += 1
+                    continue
+                events.append(_make_event(key, label, score, rater, source="import", rubric=store.rubric))
+                latest[key["completion_id"], label] = score
+        notes, notes_unchanged = _note_events(store, rater, keys, rows)
+        completions_file = run_file if created else None
+        if created:
+            append_completions(completions_file, list(created.values()))
+            store.include_completions(pd.DataFrame([c.to_dict() for c in created.values()]))
+        if events or notes: store._append(events + notes)
     slots = {(row.category, row.prompt) for row in rows}
     return ImportSummary(path, rater, len(rows), len(created), reused, len(events), unchanged, completions_file,
                          store.rater_path(rater), len(slots), len(slots & set(prompt_ids)), len(notes), notes_unchanged)
