@@ -40,9 +40,12 @@ def work(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def weight_hash_cache(work, monkeypatch):
-    monkeypatch.setenv("TINYSCALE_CACHE", str(work/"cache"))
+@pytest.fixture(scope="module", autouse=True)
+def weight_hash_cache(work):
+    "Weight hashes go to this module's folder, never the home folder (module scope: before `swept` hashes)."
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TINYSCALE_CACHE", str(work/"cache"))
+        yield work/"cache"
 
 
 def sweep_args(run, work, out, sweeps, *extra, command="sweep"):
@@ -77,7 +80,7 @@ def run_file(out):
 
 
 @pytest.fixture(scope="module")
-def swept(work, fixture_run):
+def swept(work, fixture_run, weight_hash_cache):
     "One uninterrupted sweep of the fixture run in this process: (completions folder, sweeps folder, stdout)."
     import contextlib, io
     out, sweeps = work/"swept", work/"sweeps"
@@ -87,8 +90,9 @@ def swept(work, fixture_run):
     return out, sweeps, printed.getvalue()
 
 
-def test_a_sweep_writes_every_checkpoints_completions_and_the_manifest(swept, fixture_run):
+def test_a_sweep_writes_every_checkpoints_completions_and_the_manifest(swept, fixture_run, weight_hash_cache):
     out, sweeps, printed = swept
+    assert len(json.loads((weight_hash_cache/"weights-hashes.json").read_text())) == 4  # each checkpoint hashed, cached here
     for step in STEPS:
         assert f"{RUN}/checkpoint-{step} (step {step}, weights:" in printed
     assert printed.count("12 written, 0 already there") == 4
