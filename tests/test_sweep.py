@@ -190,7 +190,7 @@ def test_the_dry_run_prices_the_sweep_and_writes_nothing(swept, work, fixture_ru
 
 
 def test_the_judge_scores_each_checkpoint_as_it_is_swept(swept, work, fixture_run, capsys, tmp_path, monkeypatch):
-    from tinyscale.judge import FakeJudgeServer
+    from tinyscale.fake_judge import FakeJudgeServer
     from tinyscale.completions import load_completions
     from tinyscale.store import ScoreStore
     shutil.copytree(ROOT/"data", tmp_path/"data", ignore=shutil.ignore_patterns("completions", "judge-cache"))

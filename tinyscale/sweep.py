@@ -234,7 +234,8 @@ class SweepJudge:
                  base_url:str|None=None, # another server speaking the backend's API
                  concurrency:int=4, # the most requests in flight
                 ):
-        from tinyscale.judge import Judge, make_backend
+        from tinyscale.judge import Judge
+        from tinyscale.judge_backends import make_backend
         self.judge, self.folder, self.store = Judge(make_backend(backend, model, base_url=base_url), concurrency=concurrency), store, None
     def __call__(self, completions:pd.DataFrame):
         "Judge `completions` (those already judged come from the cache) and write their scores; returns the `JudgeRun`."
