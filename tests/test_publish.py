@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from nbclient import NotebookClient
 
 from agreement_support import add_fake_judge, assert_tables_match
-from test_posts import BASELINES, JUDGE_SECTION, execute, outputs, workbook
+from test_posts import BASELINES, JUDGE_SECTION, execute, outputs, scored_workbook
 from tinyscale.analysis import (MIN_INTERVAL_PROMPTS, example_scores, format_cell, markdown_table, meaningful_intervals, model_labels,
                                 model_order, model_params, paper_comparison, summary_table, wide_summary)
 from tinyscale.cli import main
@@ -77,7 +77,7 @@ def agreement_csv(root, a, b):
 @pytest.fixture(scope="module")
 def two_people(tmp_path_factory):
     "The fixture scores as `ada`, a second person `bo` who scored most of them, and a fake judge of ada's scores."
-    root = workbook(tmp_path_factory.mktemp("two-people"))
+    root = scored_workbook(tmp_path_factory.mktemp("two-people"))
     add_second_person(root)
     add_fake_judge(root)
     return root
@@ -148,7 +148,7 @@ def test_the_rater_parameter_shows_that_rater_only(two_people, tmp_path):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     "A workbook whose completions were generated here (beam search settings in their records), scored on 2 prompts per category by `cy`."
-    root = workbook(tmp_path_factory.mktemp("generated"), with_scores=False)
+    root = scored_workbook(tmp_path_factory.mktemp("generated"), with_scores=False)
     prompts = [p for p in load_prompts() if p.id.endswith(("-01", "-02"))]
     records = [example_completion(p.id, p.category, p.prompt, f" a story of {p.id}.", model, "rev1", completion_config("default", p.category),
                                   finish_reason="length")
@@ -186,7 +186,7 @@ def test_counts_are_prompt_slots_not_ids(tmp_path):
     wide["prompt"] = wide["prompt"] + " (as published)"
     path = tmp_path/"published.csv"
     wide.to_csv(path, index=False)
-    root = workbook(tmp_path/"workbook", with_scores=False)
+    root = scored_workbook(tmp_path/"workbook", with_scores=False)
     import_wide_csv(path, "ada", store_of(root), root/"data"/"completions", prompts=load_prompts())
     report = build_report(store_of(root).current("ada"), RUBRIC, TARGETS, n_resamples=200)
     ids, slots = report.scores.prompt_id.nunique(), wide.groupby(["category", "prompt"]).ngroups
