@@ -19,4 +19,4 @@ def test_generation_benchmark_quick_runs_and_prints_its_figures(offline_env, tmp
     assert float(figures["loop"]) > 0 and float(figures["seed"]) > 0 and 0 < float(figures["peak"]) < 1.5
     # Random weights give no near-ties worth the name: the quick run's outputs agree with the loop nearly everywhere
     assert int(figures["of"]) == 24 and int(figures["match"]) >= 22
-    assert "fp32 matmul peak" in done.stdout and "(c) tinyscale" in done.stdout
+    assert "matmul peak" in done.stdout and "(c) tinyscale" in done.stdout
