@@ -23,7 +23,8 @@ from .models import pick_device
 # %% auto #0
 __all__ = ['SHARDS_SUFFIX', 'DEFAULT_TIMEOUT_MINUTES', 'WORKER_CODE', 'LAUNCH_FLAGS', 'Ranks', 'ranks_from_environment', 'share',
            'shard_folder', 'shard_path', 'merge_shard_folder', 'merge_shards', 'merge_leftovers', 'ShardProgress',
-           'start_process_group', 'generate_distributed', 'launch_command', 'worker_arguments', 'add_cli']
+           'start_process_group', 'generate_distributed', 'launch_command', 'worker_arguments', 'add_launch_options',
+           'add_cli']
 
 # %% ../nbs/12_distributed.ipynb #9e8dea64
 @dataclass(frozen=True)
@@ -252,18 +253,23 @@ def _generate_command(args, single, actions:list)->int:
     merge_leftovers(Path(args.completions) if args.completions else completions_dir())
     return single(args)
 
-def add_cli(parser):
-    "The `tinyscale generate` arguments: those of `tinyscale.generate` and the launcher's."
-    generate_cli(parser)
-    single = parser.get_default("handler")
+def add_launch_options(parser, what:str):
+    "The launcher's options (`--launch`, `--nproc`, ..., `--timeout`) in their own group; returns the group."
     launch = parser.add_argument_group("several processes (one is the default)")
-    launch.add_argument("--launch", choices=["torchrun"], help="start the generation in several processes under torchrun")
+    launch.add_argument("--launch", choices=["torchrun"], help=f"start the {what} in several processes under torchrun")
     launch.add_argument("--nproc", type=int, help="processes on this machine (default: one per CUDA GPU)")
     launch.add_argument("--nnodes", type=int, default=1, help="machines (default: 1)")
     launch.add_argument("--node-rank", type=int, default=0, help="this machine among them, 0 to NNODES-1 (default: 0)")
     launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="machine 0's address and a free port (several machines)")
     launch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
                         help=f"how long a rank waits for the others before failing (default: {DEFAULT_TIMEOUT_MINUTES:g})")
+    return launch
+
+def add_cli(parser):
+    "The `tinyscale generate` arguments: those of `tinyscale.generate` and the launcher's."
+    generate_cli(parser)
+    single = parser.get_default("handler")
+    add_launch_options(parser, "generation")
     actions = [a for a in parser._actions if a.option_strings and a.dest != "help" and a.dest not in LAUNCH_FLAGS]
     parser.set_defaults(handler=partial(_generate_command, single=single, actions=actions))
 

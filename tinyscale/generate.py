@@ -28,7 +28,7 @@ __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DE
            'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
            'read_generation_prompts', 'row_flops', 'heuristic_batch_size', 'batch_size_cache_path', 'batch_shape_key',
            'batch_size_for', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation', 'generate',
-           'ModelPlan', 'plan_generation', 'add_cli']
+           'ModelPlan', 'plan_generation', 'add_generation_options', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -608,18 +608,22 @@ def _generate_command(args)->int:
         print(f"{r.model} ({r.revision[:20]}): {r.written} written, {r.cached} already there{speed}{batches} -> {r.path}")
     return 0
 
-def add_cli(parser):
-    "The `tinyscale generate` arguments."
-    parser.add_argument("--model", action="append", help="Hub id or local model folder (repeatable; default: the three TinyStories baselines)")
+def add_generation_options(parser):
+    "The prompts, `--limit` and the `GenerationSettings` options, shared by `tinyscale generate` and `tinyscale sweep`."
     parser.add_argument("--prompts", help="prompt CSV (default: data/prompts.csv)")
-    add_options(parser, "completions", completions=dict(flags=("--completions", "--out"), nargs=None, metavar="DIR",
-                help="the completions folder written to (default: data/completions/; --out is the same)"))
     parser.add_argument("--preset", default="default", choices=list(PRESETS), help="generation settings (default: default)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch (default: chosen per model and device, measured once and cached; not with --preset seed)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default: auto (cuda > mps > cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="default: float32 (bfloat16 can change outputs)")
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's maximum of new tokens (recorded in the settings)")
     parser.add_argument("--limit", type=int, help="only the first N prompts")
+
+def add_cli(parser):
+    "The `tinyscale generate` arguments."
+    parser.add_argument("--model", action="append", help="Hub id or local model folder (repeatable; default: the three TinyStories baselines)")
+    add_options(parser, "completions", completions=dict(flags=("--completions", "--out"), nargs=None, metavar="DIR",
+                help="the completions folder written to (default: data/completions/; --out is the same)"))
+    add_generation_options(parser)
     parser.add_argument("--run", help="run file name under --completions (default: <preset>-<prompt set hash>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--dry-run", action="store_true", help="say what would be generated and how long it would take (measured); write nothing")

@@ -10,16 +10,16 @@ import contextlib, json, os, socket, subprocess, sys, threading, time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from .distributed import (DEFAULT_TIMEOUT_MINUTES, LAUNCH_FLAGS, Ranks, ShardProgress, _check_launch, launch_command,
+from .distributed import (LAUNCH_FLAGS, add_launch_options, Ranks, ShardProgress, _check_launch, launch_command,
                                    merge_leftovers, merge_shard_folder, ranks_from_environment, share, shard_folder, shard_path,
                                    start_process_group, worker_arguments)  # first: it sets OpenMP's wait policy before torch loads
 import pandas as pd
 import torch.distributed as dist
 from .core import TinyscaleError, add_options, atomic_write_text, config_hash, project_root, text_hash, utc_now
 from .completions import COMPLETION_FIELDS, Completion, completion_id, completions_dir, load_completions
-from .models import DEVICES, DTYPES, ModelSource, load_model, pick_device
+from .models import ModelSource, load_model, pick_device
 from .prompts import prompt_set_hash
-from .generate import (PRESETS, GenerationSettings, _run_batch_size, existing_completion_ids, form_batches, generate_batch,
+from .generate import (GenerationSettings, _run_batch_size, add_generation_options, existing_completion_ids, form_batches, generate_batch,
                                 generate_model, read_generation_prompts)
 from .runs import Checkpoint, TrainingRun, checkpoint_hash, find_run, parse_steps, select_checkpoints
 
@@ -428,14 +428,8 @@ def add_selection_options(parser)->None:
     parser.add_argument("--every", type=int, metavar="N", help="only checkpoints whose step is a multiple of N")
     parser.add_argument("--steps", metavar="1000,2000", help="only these steps (each must exist)")
     parser.add_argument("--tokens-per-step", type=int, metavar="N", help="tokens seen per training step, where trainer_state.json does not count them")
-    parser.add_argument("--prompts", help="prompt CSV (default: data/prompts.csv)")
     add_options(parser, "completions", completions=dict(nargs=None, metavar="DIR", help="the completions folder (default: data/completions/)"))
-    parser.add_argument("--preset", default="default", choices=list(PRESETS), help="generation settings (default: default)")
-    parser.add_argument("--max-new-tokens", type=int, help="override the preset's maximum of new tokens (recorded in the settings)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="default: float32 (bfloat16 can change outputs)")
-    parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default: auto (cuda > mps > cpu)")
-    parser.add_argument("--batch-size", type=int, help="prompts per batch (default: 16 on CPU/MPS, 64 on CUDA)")
-    parser.add_argument("--limit", type=int, help="only the first N prompts")
+    add_generation_options(parser)
     parser.add_argument("--sweeps", metavar="DIR", help="the manifests' folder (default: sweeps/)")
 
 def plan_from_args(args, device:str|None=None)->SweepPlan:
@@ -535,14 +529,7 @@ def add_cli(parser):
     judging.add_argument("--judge-model", metavar="M", help="the judge model (a folder for local)")
     judging.add_argument("--judge-base-url", metavar="URL", help="another server speaking the backend's API")
     add_options(judging, "store")
-    launch = parser.add_argument_group("several processes (one is the default)")
-    launch.add_argument("--launch", choices=["torchrun"], help="start the sweep in several processes under torchrun")
-    launch.add_argument("--nproc", type=int, help="processes on this machine (default: one per CUDA GPU)")
-    launch.add_argument("--nnodes", type=int, default=1, help="machines (default: 1)")
-    launch.add_argument("--node-rank", type=int, default=0, help="this machine among them, 0 to NNODES-1 (default: 0)")
-    launch.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="machine 0's address and a free port (several machines)")
+    launch = add_launch_options(parser, "sweep")
     launch.add_argument("--split", default="auto", choices=list(SPLITS), help="whole checkpoints or whole batches per process (default: auto)")
-    launch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
-                        help=f"how long a rank waits for the others before failing (default: {DEFAULT_TIMEOUT_MINUTES:g})")
     actions = [a for a in parser._actions if a.option_strings and a.dest != "help" and a.dest not in LAUNCH_FLAGS]
     parser.set_defaults(handler=partial(_sweep_command, actions=actions))
