@@ -16,8 +16,8 @@ from .core import TinyscaleError
 # %% auto #0
 __all__ = ['TINYSTORIES_SHAPES', 'FIXTURE_SIZES', 'EOS_TOKEN_ID', 'WEIGHT_PATTERNS', 'DECISIVE_FILES', 'HUB_ID', 'DEVICES',
            'DTYPES', 'tinystories_config', 'count_parameters', 'shape_parameters', 'tokenizer_files', 'write_tokenizer',
-           'write_fixture_model', 'write_fixture_models', 'folder_revision', 'ModelSource', 'model_source',
-           'pick_device', 'pick_dtype', 'LoadedModel', 'load_model', 'add_cli']
+           'write_fixture_model', 'write_random_model', 'write_fixture_models', 'folder_revision', 'ModelSource',
+           'model_source', 'pick_device', 'pick_dtype', 'LoadedModel', 'load_model', 'add_cli']
 
 # %% ../nbs/04_models.ipynb #4b068dda
 TINYSTORIES_SHAPES = {  # size: (hidden size, layers, parameters of the published checkpoint)
@@ -79,17 +79,25 @@ def write_fixture_model(folder:str|Path, # destination, e.g. `models/TinyStories
                        )->Path:
     "Write a random-weight TinyStories-`size` model and GPT-2's tokenizer to `folder` (kept if it already exists)."
     from transformers import GPTNeoForCausalLM
+    return write_random_model(folder, GPTNeoForCausalLM, tinystories_config(size), write_tokenizer, seed)
+
+def write_random_model(folder:str|Path, # destination; kept as it is if it already holds a model
+                       model_class, # a transformers model class, e.g. `GPTNeoForCausalLM`
+                       config, # its configuration
+                       write_tokenizer_files, # writes the tokenizer's files into a folder
+                       seed:int=0, # seed of the random weights
+                      )->Path:
+    "Write a model of `config` with seeded random weights and its tokenizer to `folder`, whole or not at all (one rename)."
     folder = Path(folder)
-    config = tinystories_config(size)
     if (folder/"config.json").exists(): return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = GPTNeoForCausalLM(config)
+            model = model_class(config)
         model.save_pretrained(scratch)
-        write_tokenizer(scratch)
+        write_tokenizer_files(scratch)
         os.replace(scratch, folder)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -6,10 +6,10 @@ Docs: https://tinyscale.github.io/tinyscale/runs.html.md"""
 
 # %% ../nbs/19_runs.ipynb #9fb40aa9
 from __future__ import annotations
-import fnmatch, hashlib, json, os, random, re, shutil, tempfile, time, warnings
+import fnmatch, hashlib, json, os, random, re, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from .models import (DECISIVE_FILES, HUB_ID, WEIGHT_PATTERNS, add_cli as models_cli, count_parameters,
+from .models import (DECISIVE_FILES, HUB_ID, WEIGHT_PATTERNS, add_cli as models_cli, count_parameters, write_random_model,
                               tokenizer_files)  # first: it sets OpenMP's wait policy before torch loads
 import torch
 from .core import TinyscaleError, atomic_write_text, locked
@@ -339,20 +339,7 @@ def write_llama_fixture(folder:str|Path, # destination, e.g. `models/llama-5M`
                        )->Path:
     "Write a random-weight Llama of one of the researcher's shapes, with the offline tokenizer (kept if it exists)."
     from transformers import LlamaForCausalLM
-    folder, config = Path(folder), llama_shape_config(size)
-    if (folder/"config.json").exists(): return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            LlamaForCausalLM(config).save_pretrained(scratch)
-        write_llama_tokenizer(scratch)
-        os.replace(scratch, folder)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    return folder
+    return write_random_model(folder, LlamaForCausalLM, llama_shape_config(size), write_llama_tokenizer, seed)
 
 # %% ../nbs/19_runs.ipynb #83fdc55f
 _NAMES = ("Lily", "Tom", "Mia", "Ben", "Sue", "Max", "Anna", "Sam", "Tim", "Zoe")
