@@ -1,6 +1,6 @@
 """End-to-end tests of generation on the TinyStories-1M shape: the completions table, left padding, the cache,
 resuming after a killed run, new settings, the seed preset's lengths, the flags, and the errors a user can meet."""
-import csv, signal, subprocess, time, warnings
+import csv, json, signal, subprocess, time, warnings
 from pathlib import Path
 
 import pytest
@@ -287,8 +287,8 @@ def test_the_default_batch_size_is_measured_once_and_cached(tiny, tmp_path, monk
     assert (given.batch_size, given.batch_choice, len(calls)) == (5, "given", probes)   # --batch-size overrides, no probe
 
 
-def test_the_command_line_prints_the_batch_size(fixture_models, prompt_file, tmp_path):
-    done = tinyscale(cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(tmp_path/"out"),
-                              "--batch-size", "4"), tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "6 written, 0 already there" in done.stdout and "batches of 4 (given)" in done.stdout
+def test_the_command_line_prints_the_batch_size(fixture_models, prompt_file, tmp_path, cli_process):
+    done = cli_process(*cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(tmp_path/"out"),
+                                 "--batch-size", "4"), cwd=tmp_path)
+    assert done.status == 0, done.err
+    assert "6 written, 0 already there" in done.out and "batches of 4 (given)" in done.out
