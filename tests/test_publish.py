@@ -179,7 +179,7 @@ def test_a_partial_rater_gets_no_zero_width_interval(generated, tmp_path):
 
 
 def test_counts_are_prompt_slots_not_ids(tmp_path):
-    "A wide file whose prompts match no prompt of the set: every row gets its own `import-<ID>`, yet one prompt's 3 completions are one slot."
+    "A wide file whose prompts match no prompt of the set: one prompt's 3 completions share one `import-` id, and the counts are of prompt slots."
     import pandas as pd
     from test_posts import SCORES
     wide = pd.read_csv(SCORES)
@@ -190,7 +190,8 @@ def test_counts_are_prompt_slots_not_ids(tmp_path):
     import_wide_csv(path, "ada", store_of(root), root/"data"/"completions", prompts=load_prompts())
     report = build_report(store_of(root).current("ada"), RUBRIC, TARGETS, n_resamples=200)
     ids, slots = report.scores.prompt_id.nunique(), wide.groupby(["category", "prompt"]).ngroups
-    assert ids == len(wide) > slots
+    assert ids == slots < len(wide)
+    assert report.scores.prompt_id.str.startswith("import-").all()
     completions = wide.shape[0]
     assert f"{completions} completions ({slots} prompt slots, 3 models)" in headline(report)
     assert f"scores of {completions} completions of {slots} prompt slots." in report_markdown(report)
