@@ -61,7 +61,7 @@ def make_workbook(folder:Path, events:int, seed:int=0)->dict:
     from tinyscale.store import rater_file_name
     rng = random.Random(seed)
     (folder/"data").mkdir(parents=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(ROOT/"data"/name, folder/"data"/name)
+    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv", "scoring_rules.toml"): shutil.copy(ROOT/"data"/name, folder/"data"/name)
     labels, prompts = criteria_by_category(), prompt_rows()
     raters, models = PEOPLE + JUDGES, MODELS
     names = [f"roneneldan/TinyStories-{size}" for size in ("1M", "8M", "28M")]

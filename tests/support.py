@@ -22,7 +22,7 @@ def offline_environment(folder: Path, **extra) -> dict:
 def make_workbook(folder: Path, judge: bool = False) -> Path:
     "A scratch workbook under `folder`: the rubric, prompt set and paper targets (and the judge templates), no scores."
     (folder/"data").mkdir(parents=True, exist_ok=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"):
+    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv", "scoring_rules.toml"):
         shutil.copy(ROOT/"data"/name, folder/"data"/name)
     if judge: shutil.copytree(ROOT/"data"/"judge", folder/"data"/"judge", dirs_exist_ok=True)
     return folder

@@ -335,7 +335,7 @@ def test_the_explore_notebook_opens_on_the_rater_with_most_scores(tmp_path):
 
     for folder in ("empty", "scored"):
         (tmp_path/folder/"data").mkdir(parents=True)
-        for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(repo/"data"/name, tmp_path/folder/"data"/name)
+        for name in ("criteria.csv", "prompts.csv", "paper_targets.csv", "scoring_rules.toml"): shutil.copy(repo/"data"/name, tmp_path/folder/"data"/name)
     empty = run(tmp_path/"empty")
     assert "No scores to explore yet" in json.dumps(empty.cells[-1].outputs)
     root = tmp_path/"scored"

@@ -73,7 +73,7 @@ def free_port()->int:
 
 def make_project(folder:Path, *completion_files:Path)->Path:
     "A scratch copy of the workbook: what `make lab` and the scoring notebook need, and these completions."
-    for name in ("Makefile", "jupyter_server_config.py", "pyproject.toml", "nbs/index.ipynb", "nbs/score.ipynb", "data/criteria.csv"):
+    for name in ("Makefile", "jupyter_server_config.py", "pyproject.toml", "nbs/index.ipynb", "nbs/score.ipynb", "data/criteria.csv", "data/scoring_rules.toml"):
         (folder/name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT/name, folder/name)
     (folder/"data"/"completions").mkdir()

@@ -21,7 +21,7 @@ RESAMPLES = "200"
 
 def new_workbook(folder):
     (folder/"data").mkdir(parents=True)
-    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv"): shutil.copy(REPO/"data"/name, folder/"data"/name)
+    for name in ("criteria.csv", "prompts.csv", "paper_targets.csv", "scoring_rules.toml"): shutil.copy(REPO/"data"/name, folder/"data"/name)
     return folder
 
 

@@ -363,7 +363,7 @@ def run_scoring_notebook(project:Path, tmp_path:Path, monkeypatch)->str:
 def test_the_scoring_notebook_opens_a_panel_and_writes_nothing(tmp_path, monkeypatch):
     project = tmp_path/"project"
     (project/"data"/"completions").mkdir(parents=True)
-    (project/"data"/"criteria.csv").write_bytes((ROOT/"data"/"criteria.csv").read_bytes())
+    for name in ("criteria.csv", "scoring_rules.toml"): (project/"data"/name).write_bytes((ROOT/"data"/name).read_bytes())
     (project/"data"/"completions"/"fixture.jsonl").write_bytes((FIXTURE/"completions.jsonl").read_bytes())
     before = sorted(project.rglob("*"))
     shown = run_scoring_notebook(project, tmp_path, monkeypatch)
@@ -437,3 +437,24 @@ def test_other_notebooks_lose_only_what_their_folder_does_not_commit(contents_ma
     assert scratch["cells"][-2]["outputs"] and "widgets" not in scratch["metadata"] and "language_info" in scratch["metadata"]
     contents_manager.save({"type": "file", "format": "text", "content": "not a notebook"}, "nbs/notes.txt")
     assert (Path(contents_manager.root_dir)/"nbs"/"notes.txt").read_text() == "not a notebook"
+
+
+def test_the_panel_and_the_judge_read_one_rules_file(tmp_path, monkeypatch, completions, rubric, store):
+    "A workbook's own `data/scoring_rules.toml` changes what the panel shows and what the judge is told, alike."
+    import shutil
+    from tinyscale.core import data_path
+    from tinyscale.judge_templates import load_templates
+    root = tmp_path/"workbook"
+    shutil.copytree(data_path(), root/"data", ignore=shutil.ignore_patterns("completions"))
+    rules = (root/"data"/"scoring_rules.toml").read_text()
+    rules = rules.replace('"0.5" = "partly meets the criterion"', '"0.5" = "halfway there"')
+    rules = rules.replace("faults = [", 'faults = [\n  "it copies the opening word for word",')
+    (root/"data"/"scoring_rules.toml").write_text(rules)
+    monkeypatch.setenv("TINYSCALE_ROOT", str(root))
+    panel = ScorePanel(completions, rubric, store, "ana", clock=Clock())
+    item = panel.item
+    prompt = load_templates()[item.category].render(dict(prompt=item.prompt, completion=item.completion))
+    assert "it copies the opening word for word" in panel.penalties.value and "- it copies the opening word for word;" in prompt
+    assert panel.rows[0].buttons[0.5].tooltip == "0.5: halfway there" and "- 0.5: halfway there;" in prompt
+    assert panel.levels.children[2].value.endswith(">halfway</div>")
+    for fault in panel.rules.faults: assert fault in prompt

@@ -10,18 +10,20 @@ import json, re
 from dataclasses import dataclass
 from pathlib import Path
 from .core import TinyscaleError, canonical_json, data_path, text_hash
-from .rubric import SCORE_LEVELS, Rubric, load_rubric
+from .rubric import SCORE_LEVELS, Rubric, ScoringRules, load_rubric, load_scoring_rules
 
 # %% auto #0
-__all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'REPAIR_PLACEHOLDERS', 'UNFENCED_VERSIONS', 'judge_dir',
-           'template_slug', 'fill_placeholders', 'fences', 'escape_fenced', 'judge_text', 'ending_note',
-           'JudgeTemplate', 'answer_format', 'template_versions', 'load_templates', 'estimated_tokens', 'ParseFailure',
-           'parse_judgment']
+__all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'RULES_PLACEHOLDERS', 'UNRULED_VERSIONS',
+           'REPAIR_PLACEHOLDERS', 'UNFENCED_VERSIONS', 'judge_dir', 'template_slug', 'fill_placeholders', 'fences',
+           'escape_fenced', 'judge_text', 'ending_note', 'JudgeTemplate', 'answer_format', 'template_versions',
+           'load_templates', 'estimated_tokens', 'ParseFailure', 'parse_judgment']
 
 # %% ../nbs/13_judge_templates.ipynb #ac9bc76e
 END_OF_TEXT = "<|endoftext|>"
-PLACEHOLDERS = ("prompt", "completion", "ending", "expected", "criteria", "labels", "answer_format")
+PLACEHOLDERS = ("prompt", "completion", "ending", "expected", "criteria", "labels", "answer_format", "levels", "penalties")
 REQUIRED_PLACEHOLDERS = ("prompt", "completion", "criteria", "labels", "answer_format")
+RULES_PLACEHOLDERS = ("levels", "penalties") # from `data/scoring_rules.toml`; required from version 3 on
+UNRULED_VERSIONS = (1, 2) # template sets that wrote the scoring rules into their own text
 REPAIR_PLACEHOLDERS = ("problem", "labels", "answer_format")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 
@@ -82,6 +84,7 @@ class JudgeTemplate:
     criteria: tuple  # the category's `Criterion`s, in rubric order
     repair: str      # the repair message template
     path: str = ""   # where it was read from
+    rules: ScoringRules|None = None # the scoring rules `{{levels}}` and `{{penalties}}` insert (default: `load_scoring_rules()`)
     @property
     def name(self)->str: return f"{template_slug(self.category)}.v{self.version}"
     @property
@@ -90,11 +93,19 @@ class JudgeTemplate:
     def fences(self)->dict[str, str]: return fences(self.text)
     @property
     def hash(self)->str:
-        "A hash of everything the judge is told except the completion: template, criteria and repair message."
-        return text_hash(canonical_json([self.text, [[c.label, c.text] for c in self.criteria], self.repair]))
+        "A hash of everything the judge is told except the completion: template, criteria, scoring rules (when used) and repair message."
+        parts = [self.text, [[c.label, c.text] for c in self.criteria], self.repair]
+        if self.uses_rules: parts.append(self._rules.hash_input())
+        return text_hash(canonical_json(parts))
+    @property
+    def uses_rules(self)->bool: return any(p in RULES_PLACEHOLDERS for p in _PLACEHOLDER.findall(self.text))
+    @property
+    def _rules(self)->ScoringRules: return self.rules if self.rules is not None else load_scoring_rules()
     def _common(self)->dict:
-        return dict(criteria="\n".join(f"- {c.label}: {c.text}" for c in self.criteria),
-                    labels=", ".join(self.labels), answer_format=answer_format(self.labels))
+        common = dict(criteria="\n".join(f"- {c.label}: {c.text}" for c in self.criteria),
+                      labels=", ".join(self.labels), answer_format=answer_format(self.labels))
+        if self.uses_rules: common.update(levels=self._rules.levels_text(), penalties=self._rules.penalties_text())
+        return common
     def render(self, completion:dict, # a completion record (see `tinyscale.completions.Completion`)
                expected:str="", # the prompt's expected fact or answer, if any
               )->str:
@@ -135,10 +146,12 @@ def template_versions(folder:str|Path|None=None)->list[int]:
 def load_templates(version:int|None=None, # the template set version (default: the newest)
                    folder:str|Path|None=None, # default `data/judge/`
                    rubric:Rubric|None=None, # default `load_rubric()`
+                   rules:ScoringRules|None=None, # default `load_scoring_rules()`
                   )->dict[str, JudgeTemplate]:
     "The judge templates of every category of the rubric, `{category: JudgeTemplate}`, checked."
     folder = Path(folder) if folder else judge_dir()
     rubric = rubric if rubric is not None else load_rubric()
+    rules = rules if rules is not None else load_scoring_rules()
     versions = template_versions(folder)
     if not versions: raise TinyscaleError(f"{folder}: no judge templates (expected repair.v<N>.md and one <category>.v<N>.md per category)")
     version = max(versions) if version is None else int(version)
@@ -151,9 +164,9 @@ def load_templates(version:int|None=None, # the template set version (default: t
         path = folder/f"{template_slug(category)}.v{version}.md"
         if not path.exists(): raise TinyscaleError(f"{path}: template file not found (every category needs one per version)")
         text = path.read_text(encoding="utf-8")
-        _check_placeholders(text, path, PLACEHOLDERS, REQUIRED_PLACEHOLDERS)
+        _check_placeholders(text, path, PLACEHOLDERS, REQUIRED_PLACEHOLDERS + (() if version in UNRULED_VERSIONS else RULES_PLACEHOLDERS))
         _check_fenced(text, path, version)
-        templates[category] = JudgeTemplate(category, version, text, tuple(rubric.for_category(category)), repair, str(path))
+        templates[category] = JudgeTemplate(category, version, text, tuple(rubric.for_category(category)), repair, str(path), rules)
     return templates
 
 # %% ../nbs/13_judge_templates.ipynb #4147e994

@@ -13,14 +13,14 @@ from fastcore.basics import patch
 import ipywidgets as widgets
 import pandas as pd
 from .core import TinyscaleError, atomic_write_text, project_root
-from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, check_score
+from .rubric import CATEGORIES, SCORE_LEVELS, Rubric, ScoringRules, check_score, load_scoring_rules
 from .completions import load_completions
 from .store import ScoreStore
 
 # %% auto #0
-__all__ = ['ORDERS', 'PANEL_KEYS', 'LEVEL_MEANINGS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'text_html', 'story_html',
-           'flags_html', 'item_html', 'KeyboardArea', 'ScorePanel', 'widget_texts', 'rater_file', 'remembered_rater',
-           'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
+__all__ = ['ORDERS', 'PANEL_KEYS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'text_html', 'story_html', 'flags_html',
+           'item_html', 'KeyboardArea', 'penalties_html', 'ScorePanel', 'widget_texts', 'rater_file',
+           'remembered_rater', 'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
 
 # %% ../nbs/07_panel.ipynb #dd865e85
 ORDERS = ("interleaved", "sequential")
@@ -176,21 +176,26 @@ class KeyboardArea(anywidget.AnyWidget):
 # %% ../nbs/07_panel.ipynb #6d65605f
 _LEVEL_STYLE = {0.0: "danger", 0.5: "warning", 1.0: "success"}
 _LEVEL_TEXT = {0.0: "0", 0.5: "0.5", 1.0: "1"}
-LEVEL_MEANINGS = {0.0: "fails the criterion", 0.5: "partly meets the criterion", 1.0: "meets the criterion"}
-_LEVEL_HEADING = {0.0: "fails", 0.5: "partly", 1.0: "meets"}
 _BUTTON_WIDTH = "46px"
 _REQUIRED = ("completion_id", "prompt_id", "category", "prompt", "completion", "model")
 
 def _level_text(score)->str: return "–" if score is None else _LEVEL_TEXT[float(score)]
 
-def _level_headings()->widgets.HBox:
-    "The heading over the criteria: what each level's button means, one word above each button."
+def _level_headings(rules:ScoringRules)->widgets.HBox:
+    "The heading over the criteria: what each level's button means (from the scoring rules), one word above each button."
     cell = lambda text, tip="", **layout: widgets.HTML(text, tooltip=tip, layout=widgets.Layout(**layout))
     style = "font-size:11px; color:#4b5563; text-align:center; line-height:1.2"
     return widgets.HBox([cell('<div style="font-size:11px; color:#4b5563; padding-left:6px">criterion</div>', flex="1 1 auto"),
-                         *[cell(f'<div style="{style}">{_LEVEL_HEADING[level]}</div>',
-                                f"{_LEVEL_TEXT[level]}: {LEVEL_MEANINGS[level]}", width=_BUTTON_WIDTH) for level in SCORE_LEVELS],
+                         *[cell(f'<div style="{style}">{html.escape(rules.heading(level))}</div>',
+                                f"{_LEVEL_TEXT[level]}: {rules.meaning(level)}", width=_BUTTON_WIDTH) for level in SCORE_LEVELS],
                          cell("", width=_BUTTON_WIDTH)], layout=widgets.Layout(align_items="flex-end"))
+
+def penalties_html(rules:ScoringRules)->str:
+    "The penalty rules as the panel shows them under the buttons: the words the judge's templates insert."
+    code = lambda text: re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text)) # the file's `code` spans
+    faults = "; ".join(code(fault) for fault in rules.faults)
+    return (f'<div class="tinyscale-penalties" style="font-size:11px; color:#4b5563; line-height:1.3; padding:4px 6px">'
+            f'<b>Penalties</b> (the judge is told the same): {code(rules.rule)}: {faults}.</div>')
 
 class _CriterionRow:
     "The widgets of one criterion: its text, the 0 / 0.5 / 1 buttons and a clear button."
@@ -200,7 +205,7 @@ class _CriterionRow:
             b.add_class("tinyscale-level")
             return b
         self.text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", width="auto"))
-        self.buttons = {level: button(_LEVEL_TEXT[level], f"{_LEVEL_TEXT[level]}: {LEVEL_MEANINGS[level]}") for level in SCORE_LEVELS}
+        self.buttons = {level: button(_LEVEL_TEXT[level], f"{_LEVEL_TEXT[level]}: {panel.rules.meaning(level)}") for level in SCORE_LEVELS}
         self.clear = button("clear", "clear this score")
         for level, b in self.buttons.items(): b.on_click(panel._callback(lambda _, level=level: panel.set_score(index, level)))
         self.clear.on_click(panel._callback(lambda _: panel.set_score(index, None)))
@@ -232,6 +237,7 @@ class ScorePanel:
                  order:str="interleaved", # `interleaved` or `sequential`
                  seed:int=0, # seed of the interleaved order
                  clock=time.monotonic, # seconds counter for the time on each item
+                 rules:ScoringRules|None=None, # what the levels mean and the penalties (default: `data/scoring_rules.toml`, as the judge)
                 ):
         if not isinstance(rater, str) or not rater.strip(): raise TinyscaleError(f"rater {rater!r}: pick a non-empty rater name")
         missing = [c for c in _REQUIRED if c not in completions.columns]
@@ -244,6 +250,7 @@ class ScorePanel:
                                          "build the store with the same completions")
         self.table = completions.drop_duplicates("completion_id").set_index("completion_id", drop=False)
         self.rubric, self.store, self.rater, self.blind = rubric, store, rater.strip(), blind
+        self.rules = rules if rules is not None else load_scoring_rules()
         self.order = scoring_order(self.table, order, seed)
         self._clock, self._spent = clock, {}
         self.position, self.criterion_index, self._arrived = None, 0, clock()
@@ -284,7 +291,8 @@ def _build(self:ScorePanel):
     self.keys = KeyboardArea()
     self.header, self.progress_bar = widgets.HTML(), widgets.IntProgress(min=0, max=len(self.order), layout=widgets.Layout(width="200px"))
     self.story = widgets.HTML(layout=widgets.Layout(flex="1 1 340px", min_width="0", width="auto"))
-    self.levels = _level_headings()
+    self.levels = _level_headings(self.rules)
+    self.penalties = widgets.HTML(penalties_html(self.rules))
     self.rows = [_CriterionRow(self, i) for i in range(max(len(self.rubric.for_category(c)) for c in self.rubric.categories))]
     self.notes = widgets.Textarea(placeholder="Notes on this completion (saved when you leave the box)", continuous_update=False,
                                   rows=2, layout=widgets.Layout(width="auto"))
@@ -300,7 +308,7 @@ def _build(self:ScorePanel):
     self.unscored_button.on_click(self._callback(lambda _: self.next_unscored()))
     self.jump.observe(self._callback(lambda change: change["new"] == self.position + 1 or self.go_to(change["new"] - 1)), names="value")
     self.jump_button.on_click(self._callback(lambda _: self.go_to(self.jump.value - 1)))
-    criteria = widgets.VBox([self.keys, self.levels, *[r.box for r in self.rows], self.notes, self.status],
+    criteria = widgets.VBox([self.keys, self.levels, *[r.box for r in self.rows], self.penalties, self.notes, self.status],
                             layout=widgets.Layout(flex="0 1 440px", min_width="330px"))
     body = widgets.HBox([self.story, criteria], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
     navigation = widgets.HBox([self.previous_button, self.next_button, self.unscored_button, self.jump, self.jump_button])

@@ -6,15 +6,15 @@ Docs: https://tinyscale.github.io/tinyscale/rubric.html.md"""
 
 # %% ../nbs/01_rubric.ipynb #8aee30f6
 from __future__ import annotations
-import csv, math
+import csv, math, tomllib
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from .core import TinyscaleError, data_path, where
 
 # %% auto #0
-__all__ = ['CATEGORIES', 'SCORE_LEVELS', 'LEVEL_NAMES', 'RUBRIC_COLUMNS', 'PAPER_TARGET_COLUMNS', 'check_score', 'Criterion',
-           'Rubric', 'load_rubric', 'load_paper_targets']
+__all__ = ['CATEGORIES', 'SCORE_LEVELS', 'LEVEL_NAMES', 'RUBRIC_COLUMNS', 'PAPER_TARGET_COLUMNS', 'check_score', 'ScoringRules',
+           'load_scoring_rules', 'Criterion', 'Rubric', 'load_rubric', 'load_paper_targets']
 
 # %% ../nbs/01_rubric.ipynb #759948ac
 CATEGORIES = ("Grammar", "Creativity", "Plot", "Factual Knowledge", "Reasoning", "Context-Tracking")
@@ -30,6 +30,56 @@ def check_score(value, # a score as given: 0, 0.5, 1, "0.5", "1.0", ...
     except (TypeError, ValueError): raise TinyscaleError(f"{context}: {value!r} is not a score (use 0, 0.5 or 1)") from None
     if number not in SCORE_LEVELS: raise TinyscaleError(f"{context}: {value!r} is not a score level (use 0, 0.5 or 1)")
     return number
+
+# %% ../nbs/01_rubric.ipynb #16b278c9
+@dataclass(frozen=True)
+class ScoringRules:
+    levels: tuple   # `(level, meaning)` pairs, one per score level, worst first
+    rule: str       # how a fault lowers the scores
+    faults: tuple   # the faults that lower every criterion's score
+    source: str = "<memory>"
+    def meaning(self, level:float)->str:
+        "What `level` means: `fails the criterion`, ..."
+        return dict(self.levels)[float(level)]
+    def heading(self, level:float)->str:
+        "One word for `level` (the first of its meaning): `fails`, `partly`, `meets`."
+        return self.meaning(level).split()[0]
+    def levels_text(self)->str:
+        "The levels as the judge reads them, one `- 0: fails the criterion;` line each."
+        return ";\n".join(f"- {level:g}: {meaning}" for level, meaning in self.levels) + "."
+    def penalties_text(self)->str:
+        "The penalty rule and its faults as the judge reads them."
+        return f"{self.rule}:\n\n" + ";\n".join(f"- {fault}" for fault in self.faults) + "."
+    def hash_input(self)->list:
+        "What a template hash covers of the rules."
+        return [[[level, meaning] for level, meaning in self.levels], self.rule, list(self.faults)]
+
+def load_scoring_rules(path:str|Path|None=None, # a TOML file; default `data/scoring_rules.toml`
+                      )->ScoringRules:
+    "Read and validate the scoring rules."
+    path = Path(path) if path else data_path("scoring_rules.toml")
+    if not path.exists(): raise TinyscaleError(f"{path}: scoring rules file not found")
+    try: data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as e: raise TinyscaleError(f"{path}: not TOML ({e})") from None
+    levels = data.get("levels")
+    if not isinstance(levels, dict): raise TinyscaleError(f"{path}: no [levels] table")
+    given = {}
+    for key, meaning in levels.items():
+        try: level = float(key)
+        except ValueError: level = None
+        if level not in SCORE_LEVELS: raise TinyscaleError(f"{path}: [levels] key {key!r} is not a score level (use \"0\", \"0.5\" and \"1\")")
+        if not isinstance(meaning, str) or not meaning.strip(): raise TinyscaleError(f"{path}: [levels] {key!r} needs a text")
+        given[level] = meaning.strip()
+    if missing := [f"{level:g}" for level in SCORE_LEVELS if level not in given]:
+        raise TinyscaleError(f"{path}: [levels] has no text for level(s) {', '.join(missing)}")
+    penalties = data.get("penalties")
+    if not isinstance(penalties, dict): raise TinyscaleError(f"{path}: no [penalties] table")
+    rule, faults = penalties.get("rule"), penalties.get("faults")
+    if not isinstance(rule, str) or not rule.strip(): raise TinyscaleError(f"{path}: [penalties] needs a `rule` text")
+    if not isinstance(faults, list) or not all(isinstance(f, str) and f.strip() for f in faults):
+        raise TinyscaleError(f"{path}: [penalties] `faults` must be a list of texts")
+    return ScoringRules(tuple((level, given[level]) for level in SCORE_LEVELS), rule.strip().rstrip(":"),
+                        tuple(f.strip().rstrip(";.") for f in faults), str(path))
 
 # %% ../nbs/01_rubric.ipynb #6b8128bb
 @dataclass(frozen=True)
