@@ -265,8 +265,9 @@ def test_kill_right_after_one_set_score(workbook):
 # The views as they were computed from a list of event dicts, before the columnar store: the reference
 # that the columnar views must match exactly (values, dtypes, order).
 def reference_events(folder, rater=None):
-    from tinyscale.store import _normalise, rater_file_name
-    paths = sorted(Path(folder).glob("*.jsonl")) if rater is None else [Path(folder)/rater_file_name(rater)]
+    from tinyscale.store import _normalise, rater_file_names
+    # a rater's events are in its own file, or (in a store written before file names were one-to-one) in the shared one
+    paths = sorted(Path(folder).glob("*.jsonl")) if rater is None else [Path(folder)/name for name in rater_file_names(rater)]
     events = []
     for path in paths:
         if not path.exists(): continue
@@ -311,7 +312,7 @@ def random_logs(folder, seed, completions):
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     ids = list(completions.completion_id) + ["0123456789abcdef"]  # one completion the table does not know
-    raters = ["ana", "bo", "a b", "a_b", "judge:x"]  # 'a b' and 'a_b' share a_b.jsonl
+    raters = ["ana", "bo", "a b", "a_b", "judge:x"]  # 'a b' and 'a_b' share a_b.jsonl, as stores did before one-to-one names
     lines = {}
     for i in range(rng.choice([0, 1, 5, 60])):
         rater = rng.choice(raters)

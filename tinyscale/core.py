@@ -6,15 +6,15 @@ Docs: https://tinyscale.github.io/tinyscale/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #9919a0c0
 from __future__ import annotations
-import argparse, fcntl, hashlib, json, os, tempfile, warnings
+import argparse, csv, fcntl, hashlib, io, json, os, tempfile, warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['CLI_OPTIONS', 'TinyscaleError', 'where', 'project_root', 'data_path', 'text_hash', 'canonical_json', 'config_hash',
-           'utc_now', 'locked', 'append_jsonl', 'JsonlProblem', 'read_jsonl', 'atomic_write_bytes', 'atomic_write_text',
-           'add_options']
+           'utc_now', 'locked', 'append_jsonl', 'JsonlProblem', 'read_jsonl', 'make_folder', 'atomic_write_bytes',
+           'atomic_write_text', 'read_text', 'csv_rows', 'add_options']
 
 # %% ../nbs/00_core.ipynb #b3b41616
 class TinyscaleError(ValueError):
@@ -133,10 +133,22 @@ def read_jsonl(path:str|Path, # the JSONL file; a missing file reads as empty
     return records
 
 # %% ../nbs/00_core.ipynb #b08ee1bd
-def atomic_write_bytes(path:str|Path, data:bytes)->Path:
-    "Write `data` to `path` via a synced temporary file and an atomic rename."
+def make_folder(path:str|Path, what:str="folder")->Path:
+    "`path` as a folder, created with its parents if missing, or one clear error (a file is in the way, no permission)."
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir(): raise TinyscaleError(f"{path}: is a file, not a {what}")
+    try: path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise TinyscaleError(f"{path}: cannot create the {what}: {blocker} is a file") from None
+    except OSError as e: raise TinyscaleError(f"{path}: cannot create the {what} ({e.strerror})") from None
+    return path
+
+def atomic_write_bytes(path:str|Path, data:bytes)->Path:
+    "Write `data` to `path` via a synced temporary file and an atomic rename; a folder in the way is a clear error."
+    path = Path(path)
+    if path.is_dir(): raise TinyscaleError(f"{path}: is a folder; give a file name")
+    make_folder(path.parent)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -150,6 +162,38 @@ def atomic_write_bytes(path:str|Path, data:bytes)->Path:
 def atomic_write_text(path:str|Path, text:str)->Path:
     "Write `text` (UTF-8) to `path` via a synced temporary file and an atomic rename."
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+# %% ../nbs/00_core.ipynb #e5b7640b
+def read_text(path:str|Path, what:str="file")->str:
+    "The text of a UTF-8 file (a byte-order mark dropped), or one clear error: not found, a folder, not UTF-8 (naming its line)."
+    path = Path(path)
+    if path.is_dir(): raise TinyscaleError(f"{path}: is a folder, not a {what}")
+    if not path.exists(): raise TinyscaleError(f"{path}: {what} not found")
+    data = path.read_bytes()
+    try: return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise TinyscaleError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+
+_CSV_HINTS = {"unexpected end of data": "a quote that is never closed", "field larger than field limit": "a field over 128 KiB",
+              "expected after '\"'": "a quote that is never closed, or one inside a field that is not doubled"}
+
+def csv_rows(path:str|Path, # the file, for messages
+             text:str, # its text (`read_text`)
+            )->tuple[list[str], list[tuple[int, int, list[str]]]]:
+    "The header and `(row number, line, cells)` of every non-blank row of CSV `text`, read strictly; a broken row is one error."
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, rows, line = [], [], 1
+    try:
+        for number, cells in enumerate(reader, start=1):
+            if number == 1: header = cells
+            elif any(cell.strip() for cell in cells): rows.append((number, line, cells))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        hint = next((f" ({h}?)" for k, h in _CSV_HINTS.items() if k in str(e)), "")
+        raise TinyscaleError(f"{path}, line {line}: not CSV: {e}{hint}") from None
+    if not header: raise TinyscaleError(f"{path}: empty file (expected a header row)")
+    return header, rows
 
 # %% ../nbs/00_core.ipynb #f72720cd
 CLI_OPTIONS = {  # name: (flags, argparse keywords)

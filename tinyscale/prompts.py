@@ -6,12 +6,12 @@ Docs: https://tinyscale.github.io/tinyscale/prompts.html.md"""
 
 # %% ../nbs/02_prompts.ipynb #93c5b4b5
 from __future__ import annotations
-import csv, random, re
+import random, re
 from dataclasses import dataclass, asdict
 from itertools import combinations
 from pathlib import Path
 import pandas as pd
-from .core import TinyscaleError, canonical_json, data_path, text_hash, where
+from .core import TinyscaleError, canonical_json, csv_rows, data_path, read_text, text_hash, where
 from .rubric import CATEGORIES
 
 # %% auto #0
@@ -43,13 +43,11 @@ class Prompt:
 def read_prompt_rows(path:str|Path)->list[tuple[int, Prompt]]:
     "The rows of a prompt CSV as `(row number, Prompt)`, exactly as written."
     path = Path(path)
-    if not path.exists(): raise TinyscaleError(f"{path}: prompt file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in PROMPT_COLUMNS if c not in columns]
-        if missing: raise TinyscaleError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(PROMPT_COLUMNS)})")
-        return [(number, Prompt(*((row.get(c) or "") for c in PROMPT_COLUMNS))) for number, row in enumerate(reader, start=2)]
+    header, rows = csv_rows(path, read_text(path, "prompt file"))
+    columns = [name.strip() for name in header]
+    missing = [c for c in PROMPT_COLUMNS if c not in columns]
+    if missing: raise TinyscaleError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(PROMPT_COLUMNS)})")
+    return [(number, Prompt(*((dict(zip(columns, cells)).get(c) or "") for c in PROMPT_COLUMNS))) for number, _, cells in rows]
 
 # %% ../nbs/02_prompts.ipynb #450beaac
 def words(text:str)->set[str]:

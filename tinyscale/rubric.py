@@ -6,11 +6,11 @@ Docs: https://tinyscale.github.io/tinyscale/rubric.html.md"""
 
 # %% ../nbs/01_rubric.ipynb #8aee30f6
 from __future__ import annotations
-import csv, math, tomllib
+import math, tomllib
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
-from .core import TinyscaleError, data_path, where
+from .core import TinyscaleError, csv_rows, data_path, read_text, where
 
 # %% auto #0
 __all__ = ['CATEGORIES', 'SCORE_LEVELS', 'LEVEL_NAMES', 'RUBRIC_COLUMNS', 'PAPER_TARGET_COLUMNS', 'check_score', 'ScoringRules',
@@ -132,23 +132,23 @@ def load_rubric(path:str|Path|None=None, # a criteria CSV; default `data/criteri
                )->Rubric:
     "Read and validate the rubric."
     path = Path(path) if path else data_path("criteria.csv")
-    if not path.exists(): raise TinyscaleError(f"{path}: rubric file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RUBRIC_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing: raise TinyscaleError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(RUBRIC_COLUMNS)})")
-        criteria, seen = [], {}
-        for row_number, row in enumerate(reader, start=2):
-            category, label, text = ((row.get(c) or "").strip() for c in RUBRIC_COLUMNS)
-            at = where(path, row_number)
-            if category not in CATEGORIES:
-                raise TinyscaleError(f"{at}: unknown category {category!r} (expected one of {', '.join(CATEGORIES)})")
-            if not label: raise TinyscaleError(f"{at}: empty label")
-            if not text: raise TinyscaleError(f"{at}: criterion {category} {label} has an empty text")
-            if (category, label) in seen:
-                raise TinyscaleError(f"{at}: duplicate criterion {category} {label} (first on row {seen[category, label]})")
-            seen[category, label] = row_number
-            criteria.append(Criterion(category, label, text))
+    header, rows = csv_rows(path, read_text(path, "rubric file"))
+    columns = [name.strip() for name in header]
+    missing = [c for c in RUBRIC_COLUMNS if c not in columns]
+    if missing: raise TinyscaleError(f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(RUBRIC_COLUMNS)})")
+    criteria, seen = [], {}
+    for row_number, _, cells in rows:
+        row = dict(zip(columns, cells))
+        category, label, text = ((row.get(c) or "").strip() for c in RUBRIC_COLUMNS)
+        at = where(path, row_number)
+        if category not in CATEGORIES:
+            raise TinyscaleError(f"{at}: unknown category {category!r} (expected one of {', '.join(CATEGORIES)})")
+        if not label: raise TinyscaleError(f"{at}: empty label")
+        if not text: raise TinyscaleError(f"{at}: criterion {category} {label} has an empty text")
+        if (category, label) in seen:
+            raise TinyscaleError(f"{at}: duplicate criterion {category} {label} (first on row {seen[category, label]})")
+        seen[category, label] = row_number
+        criteria.append(Criterion(category, label, text))
     if not criteria: raise TinyscaleError(f"{path}: no criteria")
     return Rubric(criteria, path)
 

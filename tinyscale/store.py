@@ -12,14 +12,15 @@ import numpy as np
 import orjson
 import pandas as pd
 from fastcore.basics import patch
-from .core import TinyscaleError, add_options, append_jsonl, project_root, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, project_root, text_hash, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, load_rubric
 from .completions import completions_dir, load_completions
 
 # %% auto #0
-__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES', 'rater_file_name',
-           'judge_rater', 'is_judge', 'check_source', 'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options',
-           'completion_paths', 'store_from_args', 'add_progress_command']
+__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES', 'judge_rater',
+           'is_judge', 'legacy_rater_file_name', 'rater_file_name', 'rater_file_names', 'check_source', 'event_problem',
+           'ScoreStore', 'rater_hint', 'add_store_options', 'completion_paths', 'store_from_args',
+           'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
 EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.completions.completion_id`)
@@ -34,12 +35,6 @@ EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.complet
                 "source")    # `manual`, `import` or `judge:<model>`
 REQUIRED_EVENT_FIELDS = ("completion_id", "category", "criterion", "score", "rater", "time", "source")
 
-# %% ../nbs/06_store.ipynb #389d12fd
-def rater_file_name(rater:str)->str:
-    "The name of `rater`'s event file: characters other than letters, digits, `.`, `_` and `-` become `_`."
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", rater)
-    return re.sub(r"^\.", "_", name) + ".jsonl"
-
 # %% ../nbs/06_store.ipynb #4a124a8a
 JUDGE_PREFIX = "judge:"
 
@@ -50,6 +45,24 @@ def judge_rater(model:str)->str:
 def is_judge(rater:str)->bool:
     "Whether a rater is an LLM judge (`judge:<model>`)."
     return rater.startswith(JUDGE_PREFIX)
+
+# %% ../nbs/06_store.ipynb #389d12fd
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}")
+
+def legacy_rater_file_name(rater:str)->str:
+    "The file name stores written before names were made one-to-one used: other characters became `_` (`a b` and `a_b` shared one)."
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", rater)
+    return re.sub(r"^\.", "_", name) + ".jsonl"
+
+def rater_file_name(rater:str)->str:
+    "The name of `rater`'s event file, one per rater: a safe name as it is, `judge:<model>` as `judge_<model>`, any other name shortened, made safe and marked with a hash of the name."
+    if _SAFE_NAME.fullmatch(rater) and not rater.startswith("judge_"): return rater + ".jsonl"
+    if rater.startswith(JUDGE_PREFIX) and _SAFE_NAME.fullmatch(model := rater[len(JUDGE_PREFIX):]): return f"judge_{model}.jsonl"
+    return f"{legacy_rater_file_name(rater).removesuffix('.jsonl')[:60]}~{text_hash(rater, 8)}.jsonl"
+
+def rater_file_names(rater:str)->tuple[str, ...]:
+    "The names `rater`'s events may be read from: its file, and the file of older stores where that differs."
+    return tuple(dict.fromkeys((rater_file_name(rater), legacy_rater_file_name(rater))))
 
 # %% ../nbs/06_store.ipynb #08abef61
 def _is_number(x)->bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -83,7 +96,7 @@ def event_problem(record, # a decoded JSON line
     if record.get("note") is not None and not isinstance(record["note"], str): return f"note {record['note']!r} is not text"
     try: check_source(record["source"])
     except TinyscaleError as e: return str(e)
-    if file_name is not None and rater_file_name(record["rater"]) != file_name:
+    if file_name is not None and file_name not in rater_file_names(record["rater"]):
         return f"an event of rater {record['rater']!r}, whose events belong in {rater_file_name(record['rater'])}"
     return None
 
@@ -107,7 +120,7 @@ def _surely_valid(record, # a decoded JSON line
     if type(cid) is not str or type(rater) is not str or type(criterion) is not str or type(source) is not str: return False
     if type(get("category")) is not str or type(get("time")) is not str or "score" not in record: return False
     ok = good_raters.get(rater)
-    if ok is None: ok = good_raters[rater] = bool(rater.strip()) and rater_file_name(rater) == file_name
+    if ok is None: ok = good_raters[rater] = bool(rater.strip()) and file_name in rater_file_names(rater)
     if not ok or not cid.strip(): return False
     if score is not None and (type(score) not in (int, float) or score not in _SCORE_SET or criterion == ""): return False
     for name in ("prompt_id", "model", "config_hash", "note"):
@@ -491,8 +504,12 @@ class ScoreStore:
         return f"ScoreStore({self.folder}: {len(self.raters())} rater(s), {events} events, {len(self.completions)} completions)"
 
     def rater_path(self, rater:str)->Path:
-        "The event file of `rater`."
-        return self.folder/rater_file_name(rater)
+        "The event file of `rater`: its own, or the file where a store from before one-to-one names already keeps its events."
+        own, legacy = (self.folder/name for name in (rater_file_name(rater), legacy_rater_file_name(rater)))
+        if own == legacy or own.exists() or not legacy.exists(): return own
+        log = self._logs.get(legacy) or self._logs.setdefault(legacy, _RaterLog(legacy, self.cache_after))
+        log.refresh()
+        return legacy if rater in set(log.events.strings["rater"].values) else own
 
 # %% ../nbs/06_store.ipynb #97d29550
 def _check_rater(rater)->str:
@@ -716,7 +733,8 @@ def rater_hint(rater:str, # a name that is not one of `raters`
                raters:list[str], # the raters of a store
               )->str:
     "`\"; did you mean 'Ux Tester'? ...\"` when `rater` is the file name of one of `raters`, else `\"\"`."
-    meant = [r for r in raters if r != rater and rater in (rater_file_name(r), rater_file_name(r).removesuffix(".jsonl"))]
+    file_name = lambda r: {form for name in rater_file_names(r) for form in (name, name.removesuffix(".jsonl"))}
+    meant = [r for r in raters if r != rater and rater in file_name(r)]
     return f"; did you mean {meant[0]!r}? ({rater} is the name of that rater's file)" if meant else ""
 
 @patch

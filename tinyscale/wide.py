@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from . import __version__
 from .core import (TinyscaleError, add_options, atomic_write_text, canonical_json, config_hash, data_path, locked, read_jsonl,
-                            text_hash, utc_now, where)
+                            read_text, text_hash, utc_now, where)
 from .rubric import Rubric, check_score, load_rubric
 from .prompts import Prompt, read_prompt_rows
 from .completions import Completion, append_completions, completion_id, completions_dir, load_completions
@@ -121,10 +121,8 @@ def read_wide_csv(path:str|Path, # a wide score CSV
                  )->list[WideRow]:
     "The rows of a wide score CSV, exactly as written; raises `WideCsvProblems` listing every broken row."
     path, rubric = Path(path), rubric if rubric is not None else load_rubric()
-    if not path.exists(): raise TinyscaleError(f"{path}: file not found")
-    try: text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e: raise TinyscaleError(f"{path}: not UTF-8 text ({e})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True) # strict: a quote never closed is an error, not the rest of the file
     try: header = next(reader)
     except StopIteration: raise TinyscaleError(f"{path}: empty file (expected a header row)") from None
     except csv.Error as e: raise TinyscaleError(f"{where(path, 1)}: not CSV ({e})") from None
