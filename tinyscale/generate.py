@@ -6,7 +6,8 @@ Docs: https://tinyscale.github.io/tinyscale/generate.html.md"""
 
 # %% ../nbs/05_generate.ipynb #18c78544
 from __future__ import annotations
-import json, math, os, platform, time
+import fcntl, json, math, os, platform, re, time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from .models import (ModelSource, LoadedModel, DTYPES, DEVICES, load_model, model_source, pick_device,
@@ -27,8 +28,8 @@ __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DE
            'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
            'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
            'read_generation_prompts', 'row_flops', 'heuristic_batch_size', 'batch_size_cache_path', 'batch_shape_key',
-           'batch_size_for', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation', 'generate',
-           'ModelPlan', 'plan_generation', 'add_generation_options', 'add_cli']
+           'batch_size_for', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation', 'check_run_name',
+           'run_lock', 'generate', 'ModelPlan', 'plan_generation', 'add_generation_options', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -518,7 +519,33 @@ def prepare_generation(models, prompts, out, settings:GenerationSettings, limit:
     models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
     models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
     out = Path(out) if out else completions_dir()
-    return prompts, set_hash, models, out/f"{run or f'{settings.preset}-{set_hash}'}.jsonl"
+    if out.exists() and not out.is_dir(): raise TinyscaleError(f"--completions {out}: is a file, not a completions folder")
+    return prompts, set_hash, models, out/f"{check_run_name(run) if run else f'{settings.preset}-{set_hash}'}.jsonl"
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+
+def check_run_name(run:str)->str:
+    "`run` (a trailing `.jsonl` dropped) if it is a plain file name, else a `TinyscaleError`: a run name is never a path."
+    name = str(run).removesuffix(".jsonl")
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise TinyscaleError(f"--run {run!r}: a run name is a file name under --completions (letters, digits, '.', '_' and '-'), not a path")
+    return name
+
+@contextmanager
+def run_lock(path:Path):
+    "Hold the lock of run file `path` while generating into it, or refuse at once when another process holds it."
+    lock = Path(path).parent/f".{Path(path).name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise TinyscaleError(f"{path}: another tinyscale generate ({holder}) is writing this run; wait for it to finish, "
+                                 "or give this one another --run") from None
+        f.seek(0); f.truncate(); f.write(f"process {os.getpid()} on {platform.node()}"); f.flush()
+        try: yield lock
+        finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
              prompts:list[Prompt]|str|Path|None=None, # prompts, or a prompt CSV (default `data/prompts.csv`)
@@ -532,10 +559,11 @@ def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
     "Generate one completion per prompt and model, skipping those already in `out`; returns what each model did."
     settings = GenerationSettings.of(settings, **overrides)
     prompts, set_hash, models, path = prepare_generation(models, prompts, out, settings, limit, run)
-    done = existing_completion_ids(path.parent)
-    owed = sum(len(_plan(m, prompts, done, settings)[2]) for m in models)
-    with _progress(owed, progress) as bar:
-        return [generate_model(m, prompts, path, done, settings, set_hash, bar) for m in models]
+    with run_lock(path):  # read what is done only once no other run can be adding to it
+        done = existing_completion_ids(path.parent)
+        owed = sum(len(_plan(m, prompts, done, settings)[2]) for m in models)
+        with _progress(owed, progress) as bar:
+            return [generate_model(m, prompts, path, done, settings, set_hash, bar) for m in models]
 
 # %% ../nbs/05_generate.ipynb #9c220790
 @dataclass
