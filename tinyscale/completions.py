@@ -114,6 +114,9 @@ def load_completions(paths:str|Path|list|None=None, # a run file, a folder of th
             if missing:
                 warnings.warn(f"{path}: record {line_number} lacks {', '.join(missing)}; skipped")
                 continue
+            if wrong := next((f for f in REQUIRED_FIELDS if not isinstance(record[f], str) or (f != "completion" and not record[f].strip())), None):
+                warnings.warn(f"{path}: record {line_number} has {wrong} {record[wrong]!r}, not a text; skipped")
+                continue
             cid = record["completion_id"]
             if cid in first_seen:
                 if first_seen[cid] != record["completion"]:

@@ -257,12 +257,16 @@ def read_generation_prompts(path:str|Path|None=None, # a prompt CSV; default `da
                            )->list[Prompt]:
     "The prompts of a CSV, each with a unique id, a known category and a non-empty prompt."
     if path is None: return load_prompts()
-    rows, seen = read_prompt_rows(path), set()
+    rows, seen, texts = read_prompt_rows(path), set(), {}
     for number, p in rows:
         if p.id in seen or not p.id.strip(): raise TinyscaleError(f"{where(path, number)}: duplicate or empty id {p.id!r}")
         if p.category not in CATEGORIES: raise TinyscaleError(f"{where(path, number)}: unknown category {p.category!r}")
         if not p.prompt.strip(): raise TinyscaleError(f"{where(path, number)}: empty prompt ({p.id})")
+        if (twin := texts.get((p.category, p.prompt.strip()))) is not None:
+            raise TinyscaleError(f"{where(path, number)}: prompt {p.id} repeats {twin[1]} (row {twin[0]}) exactly in {p.category}: "
+                                 "the two would share one completion")
         seen.add(p.id)
+        texts[p.category, p.prompt.strip()] = (number, p.id)
     if not rows: raise TinyscaleError(f"{path}: no prompts")
     return [p for _, p in rows]
 
@@ -516,11 +520,12 @@ def prepare_generation(models, prompts, out, settings:GenerationSettings, limit:
         if limit < 1: raise TinyscaleError(f"--limit {limit}: must be at least 1")
         prompts = prompts[:limit]
     settings.check()  # refuse bad settings before any loading
-    models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
-    models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
     out = Path(out) if out else completions_dir()
     if out.exists() and not out.is_dir(): raise TinyscaleError(f"--completions {out}: is a file, not a completions folder")
-    return prompts, set_hash, models, out/f"{check_run_name(run) if run else f'{settings.preset}-{set_hash}'}.jsonl"
+    run = check_run_name(run) if run else f"{settings.preset}-{set_hash}"
+    models = [models] if isinstance(models, (str, Path, ModelSource, LoadedModel)) else list(models)
+    models = [m if isinstance(m, (LoadedModel, ModelSource)) else model_source(m) for m in models]  # fail before any work
+    return prompts, set_hash, models, out/f"{run}.jsonl"
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
 

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/rubric.html.md"""
 
 # %% ../nbs/01_rubric.ipynb #8aee30f6
 from __future__ import annotations
-import math, tomllib
+import math, re, tomllib
 from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
@@ -22,13 +22,17 @@ SCORE_LEVELS = (0.0, 0.5, 1.0)
 LEVEL_NAMES = {0.0: "fail", 0.5: "partial", 1.0: "success"}
 
 # %% ../nbs/01_rubric.ipynb #5e5b3fce
+_SCORE_TEXT = re.compile(r"\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*", re.ASCII)
+
 def check_score(value, # a score as given: 0, 0.5, 1, "0.5", "1.0", ...
                 context:str="score", # where it came from, for the error message
                )->float:
     "`value` as one of the levels 0.0, 0.5, 1.0, or a `TinyscaleError` naming `context`."
+    if isinstance(value, str) and not _SCORE_TEXT.fullmatch(value): # no `-0`, `+1`, `1e0` or full-width `１`, which float() reads
+        raise TinyscaleError(f"{context}: {value!r} is not a score (use 0, 0.5 or 1)")
     try: number = float(value)
     except (TypeError, ValueError): raise TinyscaleError(f"{context}: {value!r} is not a score (use 0, 0.5 or 1)") from None
-    if number not in SCORE_LEVELS: raise TinyscaleError(f"{context}: {value!r} is not a score level (use 0, 0.5 or 1)")
+    if number not in SCORE_LEVELS or math.copysign(1, number) < 0: raise TinyscaleError(f"{context}: {value!r} is not a score level (use 0, 0.5 or 1)")
     return number
 
 # %% ../nbs/01_rubric.ipynb #16b278c9

@@ -506,7 +506,7 @@ class ScoreStore:
     def rater_path(self, rater:str)->Path:
         "The event file of `rater`: its own, or the file where a store from before one-to-one names already keeps its events."
         own, legacy = (self.folder/name for name in (rater_file_name(rater), legacy_rater_file_name(rater)))
-        if own == legacy or own.exists() or not legacy.exists(): return own
+        if own == legacy or len(legacy.name) > 255 or own.exists() or not legacy.exists(): return own
         log = self._logs.get(legacy) or self._logs.setdefault(legacy, _RaterLog(legacy, self.cache_after))
         log.refresh()
         return legacy if rater in set(log.events.strings["rater"].values) else own
