@@ -107,6 +107,7 @@ def kappa_from_counts(*cells, axis=-1)->np.ndarray:
     observed_disagreement, expected_disagreement = (table * _WEIGHTS).sum(axis=(-2, -1)), (expected * _WEIGHTS).sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(expected_disagreement > 0, 1 - observed_disagreement / expected_disagreement, np.nan)
+kappa_from_counts.of_sums = True  # a function of the 9 cells' sums: the bootstrap resamples sums (`analysis.bootstrap_interval`)
 
 def completion_counts(pairs:pd.DataFrame)->pd.DataFrame:
     "Per completion: pairs `n`, identical pairs `agree`, and the 9 cell counts `c00`..`c22` of the (A, B) level table."
