@@ -209,6 +209,17 @@ def test_the_judge_scores_each_checkpoint_as_it_is_swept(swept, work, fixture_ru
     scores = ScoreStore(store, completions=load_completions(out)).current("judge:gpt-4o-mini")
     judged = load_completions(out).set_index("completion_id").loc[scores.completion_id.unique()]
     assert sorted(set(judged.step)) == [30, 120] and len(judged) == 24
+    # and on to the curves: the judge's scores of each swept checkpoint, one row per step and category
+    import csv, io
+    assert main(["curves", "--rater", "judge:gpt-4o-mini", "--store", str(store), "--completions", str(out),
+                 "--sweeps", str(tmp_path/"sweeps"), "--format", "csv", "--resamples", "200"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    steps = {int(float(r["step"])) for r in rows if r.get("step") not in ("", None)}
+    assert steps == {30, 120}, rows[:3]
+    for step in (30, 120):
+        overall = [r for r in rows if r.get("step") not in ("", None) and int(float(r["step"])) == step and r["category"] == ""]
+        expected = scores[scores.completion_id.isin(judged.index[judged.step == step])].score.mean()
+        assert overall and abs(float(overall[0]["mean"]) - expected) < 1e-9, (overall, expected)
 
 
 def test_two_processes_under_torchrun_write_one_process_completions(swept, work, fixture_run):
