@@ -187,3 +187,15 @@ def test_launch_inside_a_launched_process_is_refused(cli, fixture_models, work, 
         monkeypatch.setenv(name, value)
     status, _, err = cli(*generate_args(fixture_models, work, tmp_path/"out", "--launch", "torchrun", "--nproc", "2"))
     assert status == 1 and "already rank 1 of 2" in err
+
+
+def test_a_run_file_another_generate_writes_is_refused_before_launching(cli, fixture_models, work, tmp_path):
+    "The launcher holds the run file's lock as a one-process generate does: while another holds it, nothing starts."
+    from tinyscale.generate import run_lock
+    out = tmp_path/"out"
+    with run_lock(out/f"{RUN}.jsonl"):
+        status, _, err = cli(*generate_args(fixture_models, work, out, "--launch", "torchrun", "--nproc", "2"))
+        alone, _, alone_err = cli(*generate_args(fixture_models, work, out))
+    assert (status, alone) == (1, 1)
+    for message in (err, alone_err): assert "is writing this run; wait for it to finish" in message
+    assert not out.exists() or not any(out.iterdir())  # no completions, no shards, no lock left

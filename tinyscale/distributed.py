@@ -12,7 +12,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from .generate import (DEFAULT_MODELS, GenerationSettings, ModelRun, _plan, add_cli as generate_cli, existing_completion_ids,
-                                generate_model, prepare_generation)  # first: it sets OpenMP's wait policy before torch loads
+                                generate_model, prepare_generation, run_lock)  # first: it sets OpenMP's wait policy before torch loads
 import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -305,14 +305,17 @@ def _print_results(results:list[ModelRun], suffix:str="")->None:
 
 # %% ../nbs/12_distributed.ipynb #37c92d9b
 def _launch(args, actions:list, nproc:int)->int:
-    prepare_generation(args.model or DEFAULT_MODELS, args.prompts, args.completions, GenerationSettings.from_args(args),
-                       args.limit, args.run)  # a mistake is one line here, not one per rank
+    *_, path = prepare_generation(args.model or DEFAULT_MODELS, args.prompts, args.completions, GenerationSettings.from_args(args),
+                                  args.limit, args.run)  # a mistake is one line here, not one per rank
     command = launch_command(worker_arguments(args, actions), nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
-    process = subprocess.Popen(command)
-    try: status = process.wait()
-    except KeyboardInterrupt:  # the terminal sent it to torchrun and the workers too: let them stop
-        with contextlib.suppress(subprocess.TimeoutExpired): process.wait(timeout=60)
-        raise
+    # The first machine's launcher holds the run file's lock for the whole run, as a one-process generate does (the
+    # other machines' launchers are part of the same run)
+    with run_lock(path) if not args.node_rank else contextlib.nullcontext():
+        process = subprocess.Popen(command)
+        try: status = process.wait()
+        except KeyboardInterrupt:  # the terminal sent it to torchrun and the workers too: let them stop
+            with contextlib.suppress(subprocess.TimeoutExpired): process.wait(timeout=60)
+            raise
     if status != 0:
         raise TinyscaleError(f"torchrun exited with status {status}: a rank failed (its error is above); "
                              "rerunning completes only what is missing")

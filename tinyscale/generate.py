@@ -541,16 +541,26 @@ def run_lock(path:Path):
     "Hold the lock of run file `path` while generating into it, or refuse at once when another process holds it."
     lock = Path(path).parent/f".{Path(path).name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as f:
+    while True:  # the lock file is removed when released: make sure the file locked is the one at `lock` now
+        f = open(lock, "a+")
         try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
+            f.close()
             raise TinyscaleError(f"{path}: another tinyscale generate ({holder}) is writing this run; wait for it to finish, "
                                  "or give this one another --run") from None
+        try: current = os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError: current = False
+        if current: break
+        f.close()  # its holder removed it as we opened it: take the new one
+    try:
         f.seek(0); f.truncate(); f.write(f"process {os.getpid()} on {platform.node()}"); f.flush()
-        try: yield lock
-        finally: fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)  # before the release, so nobody can lock a file that is about to go
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 def generate(models=DEFAULT_MODELS, # Hub ids, local folders, or loaded models
              prompts:list[Prompt]|str|Path|None=None, # prompts, or a prompt CSV (default `data/prompts.csv`)
