@@ -142,3 +142,69 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(cli, judged, change, messa
     status, out, err = cli("judge", "calibrate", "--a", "ana", *change, "--resamples", "200", root=root)
     assert (status, out, err.strip()) == (1, "", message)
     assert store_files(root) == before
+
+
+def test_write_makes_a_held_out_rater_and_saves_the_mapping(cli, judged):
+    root, store = judged
+    args = ["judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--format", "csv", "--seed", "2"]
+    status, out, err = cli(*args, "--write", root=root)
+    assert status == 0, err
+    assert out == cli(*args, root=root).out  # the report is the same with or without --write
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    assert f"judge:gpt-4o-mini+cal: 54 held-out score event(s) written to {root / 'scores' / 'judge_gpt-4o-mini_cal.jsonl'}" in err
+    assert f"saved to {path}" in err
+    reopened = ScoreStore(root / "scores", completions=store.completions)
+    calibrated = reopened.current("judge:gpt-4o-mini+cal")
+    assert len(calibrated) == 54 and set(calibrated.source) == {"judge:gpt-4o-mini"}
+    assert calibrated.note.str.startswith("calibrated to ana: remap, held out (5 folds by prompt, seed 2); from judge:gpt-4o-mini ").all()
+    saved = json.loads(path.read_text())
+    assert (saved["method"], saved["a"], saved["judges"], saved["rater"], saved["folds"], saved["seed"], saved["fitted_on"]) == \
+        ("remap", "ana", ["judge:gpt-4o-mini"], "judge:gpt-4o-mini+cal", 5, 2, 54)
+    # the calibrated rater's blind agreement with ana is the held-out calibrated agreement
+    overall = next(csv.DictReader(io.StringIO(out)))
+    status, table, _ = cli("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini+cal", "--format", "csv", "--resamples", "200", root=root)
+    assert status == 0 and float(next(csv.DictReader(io.StringIO(table)))["exact"]) == pytest.approx(float(overall["exact_calibrated"]))
+    # a second --write finds every score held already
+    status, _, err = cli(*args, "--write", root=root)
+    assert status == 0 and "0 held-out score event(s) written" in err
+
+
+def test_write_refuses_a_rater_that_is_not_a_judge_and_writes_nothing(cli, judged):
+    root, store = judged
+    current = store.current("ana")
+    store.set_scores([dict(completion_id=r.completion_id, criterion=r.criterion, score=r.score) for r in current.itertuples()], rater="bob")
+    before = store_files(root)
+    status, out, err = cli("judge", "calibrate", "--a", "ana", "--b", "bob", "--write", "--resamples", "200", root=root)
+    assert (status, out, err.strip()) == (1, "", "tinyscale: error: --b bob: calibrated scores are written for judge raters (judge:<model>) only")
+    assert store_files(root) == before
+
+
+def test_judge_with_a_saved_calibration_writes_calibrated_scores_of_new_completions(cli, judged):
+    from tinyscale.calibration import apply_remap, load_calibration
+    from tinyscale.completions import Completion, append_completions, example_completion, load_completions
+    from tinyscale.fake_judge import FakeJudgeServer
+    root, store = judged
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--write", root=root).status == 0
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    # a new checkpoint's completions of the same prompts, and one completion the mapping was fitted on
+    first = store.completions.iloc[0]
+    new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
+    append_completions(root / "new.jsonl", new + [Completion(**first.to_dict())])
+    with FakeJudgeServer("openai") as server:
+        status, out, err = cli("judge", "--backend", "openai", "--model", "gpt-4o-mini", "--base-url", server.url, "--no-progress",
+                               "--completions", str(root / "new.jsonl"), "--calibration", str(path), root=root)
+    assert status == 0, err
+    reopened = ScoreStore(root / "scores", completions=load_completions([root / "new.jsonl"]))
+    raw, calibrated = reopened.current("judge:gpt-4o-mini"), reopened.current("judge:gpt-4o-mini+cal")
+    new_ids = {c.completion_id for c in new}
+    joined = raw[raw.completion_id.isin(new_ids)].merge(calibrated, on=["completion_id", "criterion"], suffixes=("", "_cal"))
+    assert len(joined) == 54 and len(calibrated[calibrated.completion_id.isin(new_ids)]) == 54
+    expected = apply_remap(load_calibration(path)["mapping"], joined.assign(**{"judge:gpt-4o-mini": joined.score}), ["judge:gpt-4o-mini"])
+    assert joined.score_cal.tolist() == expected.tolist()
+    assert joined.note_cal.str.startswith("calibrated to ana: remap fitted on all 54 scored items (held-out check: 5 folds by prompt, seed 0)").all()
+    # the completion the mapping was fitted on keeps its held-out calibrated scores
+    kept = calibrated[calibrated.completion_id == first.completion_id]
+    assert len(kept) > 0 and kept.note.str.startswith("calibrated to ana: remap, held out").all()
+    assert f"calibrated: 54 event(s) written to {root / 'scores' / 'judge_gpt-4o-mini_cal.jsonl'} (remap, {path.name}); left out {len(kept)} score(s)" in out
+    wrong = cli("judge", "--backend", "openai", "--model", "other-model", "--base-url", "http://127.0.0.1:9/v1", "--calibration", str(path), root=root)
+    assert wrong.status == 1 and wrong.err.strip().endswith("fitted for judge:gpt-4o-mini, not for judge:other-model")

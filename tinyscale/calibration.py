@@ -6,25 +6,28 @@ Docs: https://tinyscale.github.io/tinyscale/calibration.html.md"""
 
 # %% ../nbs/24_calibration.ipynb #b081f30c
 from __future__ import annotations
-import json
+import json, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import tinyscale
-from .core import TinyscaleError, add_options
-from .rubric import Rubric
+from .core import TinyscaleError, add_options, atomic_write_text, data_path, utc_now
+from .rubric import SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, add_store_options, completion_paths
+from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 json_records, markdown_table, row_name)
 from .agreement import (exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
                                  prompt_slot, weighted_kappa)
+from .judge import _judge_from_args, _selected_completions, held_scores
 
 # %% auto #0
-__all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_mapping', 'apply_mapping',
-           'cross_fit', 'calibration_table', 'Calibration', 'calibrate', 'calibration_note', 'mapping_records',
-           'calibration_markdown', 'calibration_csv', 'calibration_json', 'render_calibration', 'add_cli']
+__all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_mapping',
+           'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate', 'calibration_note',
+           'mapping_records', 'calibration_markdown', 'calibration_csv', 'calibration_json', 'render_calibration',
+           'calibrated_rater', 'write_calibrated', 'held_out_note', 'calibration_dir', 'calibration_record',
+           'save_calibration', 'load_calibration', 'apply_calibration', 'saved_note', 'add_cli', 'extend_cli']
 
 # %% ../nbs/24_calibration.ipynb #81f3e2ee
 def panel_pairs(scores:pd.DataFrame, # tidy current scores of any raters (`ScoreStore.current()`)
@@ -209,6 +212,85 @@ def render_calibration(calibration:Calibration, format:str="md")->str:
     if format not in renderers: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(renderers)}")
     return renderers[format](calibration)
 
+# %% ../nbs/24_calibration.ipynb #8bce3a63
+CALIBRATED_SUFFIX = "+cal"
+
+def _models(judges:list[str])->str:
+    not_judges = [j for j in judges if not is_judge(j)]
+    if not_judges: raise TinyscaleError(f"--b {not_judges[0]}: calibrated scores are written for judge raters ({JUDGE_PREFIX}<model>) only")
+    return "+".join(j[len(JUDGE_PREFIX):] for j in judges)
+
+def calibrated_rater(judges:list[str])->str:
+    "The rater of the calibrated scores: `judge:<model>+cal` (`judge:a+b+cal` for a panel)."
+    return f"{JUDGE_PREFIX}{_models(judges)}{CALIBRATED_SUFFIX}"
+
+def write_calibrated(store:ScoreStore, # the score store
+                     frame:pd.DataFrame, # rows with completion_id, criterion, the judges' scores and `calibrated`
+                     judges:list[str], # the panel
+                     note:str, # how the scores were made (method, folds, seed)
+                    )->int:
+    "Write the `calibrated` scores as rater `calibrated_rater(judges)`, skipping those the store holds; returns the events written."
+    rater, source = calibrated_rater(judges), f"{JUDGE_PREFIX}{_models(judges)}"
+    held = held_scores(store, rater)
+    scores = []
+    for row in frame.to_dict("records"):
+        own = ", ".join(f"{j} {row[j]:g}" for j in judges)
+        score = dict(completion_id=row["completion_id"], criterion=row["criterion"], score=float(row["calibrated"]), note=f"{note}; from {own}")
+        if held.get((score["completion_id"], score["criterion"])) != (score["score"], score["note"]): scores.append(score)
+    return len(store.set_scores(scores, rater=rater, source=source)) if scores else 0
+
+def held_out_note(calibration:Calibration)->str:
+    "The note on a cross-fitted calibrated score."
+    return f"calibrated to {calibration.a}: {calibration.method}, held out ({calibration.folds} folds by prompt, seed {calibration.seed})"
+
+# %% ../nbs/24_calibration.ipynb #c45a9538
+def calibration_dir()->Path:
+    "The default folder of saved calibrations, `data/judge/calibration/`."
+    return data_path("judge", "calibration")
+
+def calibration_record(calibration:Calibration)->dict:
+    "What is saved of a calibration: settings, the held-out check, and the mapping fitted on all scored items."
+    overall = json_records(calibration.table[list(CALIBRATION_COLUMNS)].head(1))[0]
+    return dict(tinyscale=tinyscale.__version__, time=utc_now(), method=calibration.method, a=calibration.a, judges=calibration.judges,
+                rater=calibrated_rater(calibration.judges), folds=calibration.folds, seed=calibration.seed, fitted_on=len(calibration.fitted),
+                prompt_slots=int(calibration.fitted.prompt_slot.nunique()), held_out=overall,
+                mapping=mapping_records(calibration.mapping, calibration.judges),
+                fitted_completions=sorted(set(calibration.fitted.completion_id)))
+
+def save_calibration(calibration:Calibration, folder:str|Path|None=None)->Path:
+    "Write `calibration_record` to `<folder>/<rater>_to_<a>.json` (default folder `data/judge/calibration/`); returns the path."
+    name = f"{rater_file_name(calibrated_rater(calibration.judges)).removesuffix('.jsonl')}_to_{rater_file_name(calibration.a).removesuffix('.jsonl')}.json"
+    path = Path(folder or calibration_dir())/name
+    return atomic_write_text(path, json.dumps(calibration_record(calibration), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+
+def load_calibration(path:str|Path)->dict:
+    "A saved calibration, checked, with its `mapping` back as `{(category, criterion): {judges' scores: score}}`."
+    path = Path(path)
+    if not path.is_file(): raise TinyscaleError(f"--calibration {path}: no such file")
+    try: record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise TinyscaleError(f"--calibration {path}: not a calibration file ({e})") from None
+    if not isinstance(record, dict) or not {"method", "judges", "mapping", "a"} <= set(record):
+        raise TinyscaleError(f"--calibration {path}: not a calibration file (needs method, a, judges and mapping)")
+    if record["method"] not in METHODS: raise TinyscaleError(f"--calibration {path}: method {record['method']!r} is not one of {', '.join(METHODS)}")
+    mapping = {}
+    for i, cell in enumerate(record["mapping"]):
+        try: scores, score = tuple(float(cell["judge_scores"][j]) for j in record["judges"]), float(cell["score"])
+        except (KeyError, TypeError, ValueError): raise TinyscaleError(f"--calibration {path}: mapping cell {i} needs a score of every judge and a score") from None
+        if score not in SCORE_LEVELS: raise TinyscaleError(f"--calibration {path}: mapping cell {i}: score {score:g} is not one of 0, 0.5, 1")
+        mapping.setdefault((cell["category"], cell["criterion"]), {})[scores] = score
+    return {**record, "mapping": mapping, "path": str(path)}
+
+def apply_calibration(saved:dict, # from `load_calibration`
+                      frame:pd.DataFrame, # rows with category, criterion and a column per judge of `saved`
+                     )->np.ndarray:
+    "The calibrated score of each row under a saved calibration."
+    return apply_mapping(saved["mapping"], frame, saved["judges"], saved["method"])
+
+def saved_note(saved:dict)->str:
+    "The note on a score calibrated with a saved calibration."
+    return (f"calibrated to {saved['a']}: {saved['method']} fitted on all {saved.get('fitted_on', '?')} scored items "
+            f"(held-out check: {saved.get('folds', '?')} folds by prompt, seed {saved.get('seed', '?')}), {Path(saved['path']).name}")
+
 # %% ../nbs/24_calibration.ipynb #e77b3943
 def _store_from(args)->ScoreStore:
     paths = completion_paths(args)
@@ -220,8 +302,15 @@ def _calibrate_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     if args.method not in METHODS: raise TinyscaleError(f"--method {args.method!r}: use one of {', '.join(METHODS)}")
     if args.folds < 2: raise TinyscaleError(f"--folds {args.folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
-    calibration = calibrate(_store_from(args), args.a, args.b, args.folds, args.seed, args.method, args.resamples)
+    store = _store_from(args)
+    calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples)
+    if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is written
     print(render_calibration(calibration, args.format), end="")
+    if args.write:
+        written = write_calibrated(store, calibration.fitted, calibration.judges, held_out_note(calibration))
+        path = save_calibration(calibration)
+        print(f"{calibrated_rater(calibration.judges)}: {written} held-out score event(s) written to {store.rater_path(calibrated_rater(calibration.judges))}; "
+              f"the mapping fitted on all {len(calibration.fitted)} scored items saved to {path}", file=sys.stderr)
     return 0
 
 def add_cli(parser):
@@ -234,4 +323,42 @@ def add_cli(parser):
     add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
                 seed=dict(help="seed of the folds and of the bootstrap (default 0)"),
                 format=dict(help="md (for people), csv (the calibration table) or json (everything, with the mapping); default md"))
+    parser.add_argument("--write", action="store_true", help="write the held-out calibrated scores as rater <JUDGE>+cal and save the mapping "
+                        "fitted on all scored items to data/judge/calibration/ (for tinyscale judge --calibration FILE)")
     parser.set_defaults(handler=_calibrate_command)
+
+# %% ../nbs/24_calibration.ipynb #2df3e103
+def _calibrated_judge_scores(store:ScoreStore, saved:dict, rater:str)->pd.DataFrame:
+    "The judge's current scores of the store's completions, one row per (completion, criterion), with `calibrated`."
+    scores = store.current(rater)
+    scores = scores[scores["score"].notna() & scores["completion_id"].isin(set(store.completions["completion_id"]))]
+    frame = scores[["completion_id", "category", "criterion"]].assign(**{rater: scores["score"].astype(float).to_numpy()})
+    return frame.assign(calibrated=apply_calibration(saved, frame)).reset_index(drop=True)
+
+def _judge_then_calibrate(args, judge_command)->int:
+    if args.calibration is None: return judge_command(args)
+    saved = load_calibration(args.calibration)
+    rater = _judge_from_args(args).rater
+    if saved["judges"] != [rater]:
+        raise TinyscaleError(f"--calibration {args.calibration}: fitted for {' + '.join(saved['judges'])}, not for {rater}")
+    if args.dry_run: return judge_command(args)
+    fitted = set(saved.get("fitted_completions", []))
+    error, status = None, 0
+    try: status = judge_command(args)
+    except TinyscaleError as e: error = e  # some judgments failed: calibrate the scores that came, then say so
+    store = ScoreStore(args.store, completions=_selected_completions(args))
+    calibrated = _calibrated_judge_scores(store, saved, rater)
+    seen = calibrated["completion_id"].isin(fitted)  # their calibrated scores stay the held-out ones of `judge calibrate --write`
+    written = write_calibrated(store, calibrated[~seen], [rater], saved_note(saved))
+    left_out = f"; left out {int(seen.sum())} score(s) of completions the mapping was fitted on" if seen.any() else ""
+    print(f"calibrated: {written} event(s) written to {store.rater_path(calibrated_rater([rater]))} ({saved['method']}, {Path(saved['path']).name}){left_out}")
+    if error is not None: raise error
+    return status
+
+def extend_cli(parser):
+    "Add `--calibration FILE` to the `tinyscale judge` arguments (`parser`, after `tinyscale.judge.add_cli`)."
+    parser.add_argument("--calibration", default=None, metavar="FILE",
+                        help="also write calibrated scores (rater <judge>+cal) with a mapping saved by tinyscale judge calibrate --write")
+    judge_command = parser.get_default("handler")
+    def _judge_command_calibrated(args)->int: return _judge_then_calibrate(args, judge_command)
+    parser.set_defaults(handler=_judge_command_calibrated)

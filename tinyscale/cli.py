@@ -11,7 +11,7 @@ from . import __version__
 from .core import TinyscaleError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'ACTIONS', 'build_parser', 'main', 'console']
+__all__ = ['COMMANDS', 'ACTIONS', 'EXTENSIONS', 'build_parser', 'main', 'console']
 
 # %% ../nbs/90_cli.ipynb #5cc5213d
 COMMANDS = {
@@ -28,6 +28,9 @@ COMMANDS = {
 }
 ACTIONS = {  # (command, action): a subcommand of a command that lives in a later module than the command's own
     ("judge", "calibrate"): ("tinyscale.calibration", "calibrate a judge to a rater, measured on held-out prompts"),
+}
+EXTENSIONS = {  # command: later modules that add options to it (their `extend_cli(parser)`, after the command's own `add_cli`)
+    "judge": ("tinyscale.calibration",),
 }
 
 # %% ../nbs/90_cli.ipynb #6133c1d7
@@ -53,7 +56,9 @@ def build_parser(command:str|None=None, # the subcommand whose arguments to load
             action_module, action_summary = ACTIONS[name, action]
             actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
             _module(action_module, f"{name} {action}").add_cli(actions.add_parser(action, help=action_summary, description=action_summary))
-        else: _module(module_name, name).add_cli(sub)
+        else:
+            _module(module_name, name).add_cli(sub)
+            for extension in EXTENSIONS.get(name, ()): _module(extension, name).extend_cli(sub)
     return parser
 
 # %% ../nbs/90_cli.ipynb #429ebcfd
