@@ -42,15 +42,15 @@ def _number(value): return "—" if math.isnan(value) else f"{value:.2f}"
 
 def expected_rows(agreement_csv):
     """From the output of `tinyscale agreement --format csv`: {'Per category': rows, 'Per criterion': rows}, each row
-    [name, n, exact [low, high], within one, kappa_w [low, high], alpha] as the report writes it. A criterion's name is
+    [name, n, exact [low, high], baseline exact, within one, kappa_w [low, high], alpha] as the report writes it. A criterion's name is
     `<category> <label>` (the report adds the criterion's text after a colon)."""
     table = pd.read_csv(io.StringIO(agreement_csv), keep_default_na=False, na_values={c: [""] for c in (
-        "exact", "within_one", "kappa_w", "alpha", "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high")})
+        "exact", "within_one", "kappa_w", "alpha", "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high", "baseline_exact")})
     rows = {"Per category": [], "Per criterion": []}
     for r in table.itertuples():
         name = "All criteria" if r.level == "overall" else r.category if r.level == "category" else f"{r.category} {r.criterion}"
         rows["Per criterion" if r.level == "criterion" else "Per category"].append(
-            [name, str(r.n), f"{_percent(r.exact)} [{_percent(r.exact_ci_low)}, {_percent(r.exact_ci_high)}]", _percent(r.within_one),
+            [name, str(r.n), f"{_percent(r.exact)} [{_percent(r.exact_ci_low)}, {_percent(r.exact_ci_high)}]", _percent(r.baseline_exact), _percent(r.within_one),
              f"{_number(r.kappa_w)} [{_number(r.kappa_w_ci_low)}, {_number(r.kappa_w_ci_high)}]", _number(r.alpha)])
     return rows
 

@@ -198,3 +198,31 @@ def test_cli_errors_are_one_line(cli_process, workbook):
     assert same.status == 1 and "compare two different raters" in same.err
     few = cli_process("agreement", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "10", root=root, timeout=120)
     assert few.status == 1 and "--resamples 10" in few.err
+
+
+# The constant baseline: rater A's most common score of the criterion, taken from the other prompts. Four prompts, one pair
+# each: four folds of one prompt. A 1 1 0 1: each prompt sees a held-out mode of 1, so the baseline matches 3 of 4.
+# A 1 0 0.5 1: the held-out modes are 0 (tie of 0, 0.5, 1 -> lowest), 1, 1, 0 -> it matches none, where the in-sample
+# mode (1) would match 2 of 4.
+OLD_COLUMNS = ("level", "category", "criterion", "n", "exact", "within_one", "kappa_w", "alpha",
+               "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high")
+
+
+@pytest.mark.parametrize("a, b, baseline, exact", [([1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0], 3 / 4, 1.0),
+                                                    ([1.0, 0.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0], 0.0, 2 / 4)])
+def test_baseline_is_rater_a_s_held_out_mode(a, b, baseline, exact):
+    table = agreement_table(pairs_frame(a, b), n_resamples=199)
+    assert AGREEMENT_COLUMNS == OLD_COLUMNS + ("baseline_exact", "exact_over_baseline")
+    assert tuple(table.columns) == AGREEMENT_COLUMNS
+    for row in table.itertuples():  # one criterion: overall, category and criterion rows are the same pairs
+        assert (row.baseline_exact, row.exact) == pytest.approx((baseline, exact))
+        assert row.exact_over_baseline == pytest.approx(exact - baseline)
+
+
+def test_baseline_folds_keep_a_prompt_whole_and_need_two_prompts():
+    # two models' completions of each prompt: a prompt's pairs are held out together, so with two prompts each is scored
+    # with the other's mode: A gives prompt 1 the scores 1, 1 and prompt 2 the scores 0, 0 -> the baseline matches nothing
+    pairs = pairs_frame([1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]).assign(prompt_id=["pl-01", "pl-01", "pl-02", "pl-02"])
+    assert agreement_table(pairs, n_resamples=199).baseline_exact[0] == 0.0
+    one_prompt = agreement_table(pairs.assign(prompt_id="pl-01"), n_resamples=199).iloc[0]
+    assert math.isnan(one_prompt.baseline_exact) and math.isnan(one_prompt.exact_over_baseline)

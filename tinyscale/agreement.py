@@ -23,12 +23,13 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS', 'REVIEWED_LABEL',
-           'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'paired_scores', 'exact_agreement', 'within_one',
-           'constant_note', 'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts',
-           'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path',
-           'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters',
-           'blind_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS',
+           'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'paired_scores', 'exact_agreement',
+           'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts',
+           'prompt_slot', 'prompt_folds', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table',
+           'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews',
+           'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note',
+           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
            'render_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
@@ -118,9 +119,63 @@ def completion_counts(pairs:pd.DataFrame)->pd.DataFrame:
         for j in range(3): frame[f"c{i}{j}"] = ((frame.a == i) & (frame.b == j)).astype(int)
     return frame.drop(columns=["a", "b"]).groupby("completion_id", sort=False).sum()
 
+# %% ../nbs/14_agreement.ipynb #df4bd50e
+BASELINE_FOLDS = 5  # folds by prompt slot for the constant baseline (fewer when there are fewer prompt slots)
+
+def prompt_slot(pairs:pd.DataFrame, # paired (or tidy) scores, with `prompt_id` and, when known, `prompt`
+               )->pd.Series:
+    "The prompt slot of each row: its prompt text (one text is one slot), else its prompt id."
+    texts = pairs["prompt"] if "prompt" in pairs.columns else pd.Series([None] * len(pairs), index=pairs.index)
+    return pd.Series([f"text:{t}" if isinstance(t, str) else f"id:{p}" for t, p in zip(texts, pairs["prompt_id"])], index=pairs.index)
+
+def prompt_folds(slots, # the prompt slot of each row (`prompt_slot`)
+                 folds:int, # how many folds (at least 2, at most the number of slots)
+                 seed:int=0, # shuffles the slots
+                )->np.ndarray:
+    "The fold (0 .. folds-1) of each row: slots shuffled with `seed`, then dealt round-robin, so all rows of a slot share a fold."
+    slots = pd.Series(slots).astype(str)
+    unique = sorted(slots.unique())
+    if folds < 2: raise TinyscaleError(f"--folds {folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
+    if len(unique) < folds: raise TinyscaleError(f"--folds {folds}: only {len(unique)} prompt slot(s) scored; use at most {len(unique)} folds")
+    fold_of = {unique[i]: k % folds for k, i in enumerate(np.random.default_rng(seed).permutation(len(unique)))}
+    return slots.map(fold_of).to_numpy(dtype=int)
+
+# %% ../nbs/14_agreement.ipynb #e7b43991
+def most_common(scores, # scores (NaN ignored)
+                prefer:float|None=None, # wins a tie it is part of
+               )->float:
+    "The most common score; a tie goes to `prefer` when it is among the tied, else to the lowest tied score; NaN when empty."
+    values = pd.Series(scores, dtype=float).dropna()
+    if not len(values): return math.nan
+    counts = values.value_counts()
+    tied = sorted(float(v) for v in counts[counts == counts.max()].index)
+    return float(prefer) if prefer is not None and float(prefer) in tied else tied[0]
+
+def held_out_modes(pairs:pd.DataFrame, # from `paired_scores`
+                   fold:np.ndarray, # the fold of each pair (`prompt_folds`)
+                  )->np.ndarray:
+    "Per pair: rater A's most common score of its criterion in the other folds (over all criteria there if the criterion is absent)."
+    predicted = np.full(len(pairs), np.nan)
+    keys = list(zip(pairs["category"], pairs["criterion"]))
+    for k in sorted(set(fold)):
+        train, held = pairs[fold != k], np.flatnonzero(fold == k)
+        modes = {key: most_common(part["score_a"]) for key, part in train.groupby(["category", "criterion"])}
+        fallback = most_common(train["score_a"])
+        predicted[held] = [modes.get(keys[i], fallback) for i in held]
+    return predicted
+
+def baseline_scores(pairs:pd.DataFrame, # from `paired_scores`
+                    seed:int=0, # shuffles the prompt slots into folds
+                    folds:int=BASELINE_FOLDS, # at most this many folds
+                   )->np.ndarray:
+    "The constant baseline's score of each pair, cross-fitted by prompt slot; NaN with fewer than two prompt slots."
+    slots = prompt_slot(pairs)
+    if slots.nunique() < 2: return np.full(len(pairs), np.nan)
+    return held_out_modes(pairs, prompt_folds(slots, min(folds, slots.nunique()), seed))
+
 # %% ../nbs/14_agreement.ipynb #74bdaee8
 AGREEMENT_COLUMNS = ("level", "category", "criterion", "n", "exact", "within_one", "kappa_w", "alpha",
-                     "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high")
+                     "exact_ci_low", "exact_ci_high", "kappa_w_ci_low", "kappa_w_ci_high", "baseline_exact", "exact_over_baseline")
 _CELLS = [f"c{i}{j}" for i in range(3) for j in range(3)]
 
 def _agreement_row(part:pd.DataFrame, level, category, criterion, seed, n_resamples, confidence, names)->tuple[dict, str|None]:
@@ -138,6 +193,9 @@ def _agreement_row(part:pd.DataFrame, level, category, criterion, seed, n_resamp
             _, low, high = bootstrap_interval(tuple(counts[c] for c in _CELLS), statistic=kappa_from_counts, seed=seed,
                                               key=key + ("kappa_w",), n_resamples=n_resamples, confidence=confidence)
         row["kappa_w_ci_low"], row["kappa_w_ci_high"] = low, high
+    held = part["baseline"].notna().to_numpy()
+    row["baseline_exact"] = exact_agreement(a[held], part["baseline"].to_numpy()[held])
+    row["exact_over_baseline"] = row["exact"] - row["baseline_exact"]
     note = constant_note(a, b, names)
     return row, (f"{row_name(category, criterion)}: {note}" if note else None)
 
@@ -146,9 +204,10 @@ def agreement_table(pairs:pd.DataFrame, # from `paired_scores`
                     names:tuple=("a", "b"), # the raters' names, for the notes
                     seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
                    )->pd.DataFrame:
-    "Blind agreement overall, per category and per criterion, with bootstrap intervals over completions."
+    "Blind agreement overall, per category and per criterion, with bootstrap intervals over completions and the constant baseline."
     if not len(pairs): raise TinyscaleError(f"raters {names[0]!r} and {names[1]!r} have no (completion, criterion) scored by both")
     rows, notes = [], []
+    pairs = pairs.assign(baseline=baseline_scores(pairs, seed))
     for level, category, criterion in criterion_cells(pairs, rubric, unscored=False):
         mask = pd.Series(True, index=pairs.index)
         if category: mask &= pairs["category"] == category
@@ -396,15 +455,17 @@ def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
     return pd.DataFrame({"": [row_name(r.category, r.criterion, agreement.rubric if level == "criterion" else None) for r in part.itertuples()],
                          "n": part.n.tolist(),
                          "exact": [f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]" for r in part.itertuples()],
+                         "baseline exact": [format_percent(v) for v in part.baseline_exact],
                          "within one": [format_percent(v) for v in part.within_one],
                          "kappa_w": [f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]" for r in part.itertuples()],
                          "alpha": [format_number(v) for v in part.alpha]})
 
 def blind_note(agreement:Agreement)->str:
-    "How the blind numbers were measured: what blind means, the intervals, kappa_w and alpha."
+    "How the blind numbers were measured: what blind means, the intervals, kappa_w, alpha and the baseline."
     return (f"Blind: each rater scored without seeing the other's scores. Intervals are {100 * agreement.confidence:g}% bootstrap intervals "
             f"resampling completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic "
-            f"weights, alpha Krippendorff's alpha (ordinal).")
+            f"weights, alpha Krippendorff's alpha (ordinal). Baseline exact is the exact agreement of a constant rater that always gives "
+            f"{agreement.a}'s most common score of the criterion, that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt, seed {agreement.seed}).")
 
 def blind_tables(agreement:Agreement)->dict[str, pd.DataFrame]:
     "The blind agreement for reading: `Per category` (overall row first) and `Per criterion`, each value with its interval."

@@ -11,7 +11,7 @@ from . import __version__
 from .core import TinyscaleError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'build_parser', 'main', 'console']
+__all__ = ['COMMANDS', 'ACTIONS', 'EXTENSIONS', 'build_parser', 'main', 'console']
 
 # %% ../nbs/90_cli.ipynb #5cc5213d
 COMMANDS = {
@@ -26,22 +26,39 @@ COMMANDS = {
     "sweep":     ("tinyscale.sweep",       "completions (and judge scores) for every checkpoint of training runs"),
     "probe":     ("tinyscale.probes",      "cheap probes of every checkpoint of training runs, no judge needed"),
 }
+ACTIONS = {  # (command, action): a subcommand of a command that lives in a later module than the command's own
+    ("judge", "calibrate"): ("tinyscale.calibration", "calibrate a judge to a rater, measured on held-out prompts"),
+}
+EXTENSIONS = {  # command: later modules that add options to it (their `extend_cli(parser)`, after the command's own `add_cli`)
+    "judge": ("tinyscale.calibration",),
+}
 
 # %% ../nbs/90_cli.ipynb #6133c1d7
+def _module(module_name:str, command:str):
+    "The module that declares `command`, or a one-line error when this version has none."
+    try: return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name: raise
+        raise TinyscaleError(f"'tinyscale {command}' is not available in this version") from None
+
 def build_parser(command:str|None=None, # the subcommand whose arguments to load, if any
+                 action:str|None=None, # its action, when `(command, action)` is one of `ACTIONS`
                 )->argparse.ArgumentParser:
-    "The `tinyscale` argument parser, with the arguments of `command` loaded from its module."
+    "The `tinyscale` argument parser, with the arguments of `command` (or of its `action`) loaded from its module."
     parser = argparse.ArgumentParser(prog="tinyscale", description="A research workbook for tiny story models.")
     parser.add_argument("--version", action="version", version=f"tinyscale {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
-        sub = subcommands.add_parser(name, help=summary, description=summary)
+        also = [f"tinyscale {n} {a}: {s}" for (n, a), (_, s) in ACTIONS.items() if n == name]
+        sub = subcommands.add_parser(name, help=summary, description=summary, epilog=f"also: {'; '.join(also)}" if also else None)
         if name != command: continue
-        try: module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name: raise
-            raise TinyscaleError(f"'tinyscale {name}' is not available in this version") from None
-        module.add_cli(sub)
+        if (name, action) in ACTIONS:
+            action_module, action_summary = ACTIONS[name, action]
+            actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+            _module(action_module, f"{name} {action}").add_cli(actions.add_parser(action, help=action_summary, description=action_summary))
+        else:
+            _module(module_name, name).add_cli(sub)
+            for extension in EXTENSIONS.get(name, ()): _module(extension, name).extend_cli(sub)
     return parser
 
 # %% ../nbs/90_cli.ipynb #429ebcfd
@@ -51,8 +68,9 @@ def main(argv:list[str]|None=None, # arguments (default: `sys.argv[1:]`)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]: argv = argv[1:]  # torchrun passes on the `--` that keeps it from reading our flags
     command = next((a for a in argv if not a.startswith("-")), None)
+    action = argv[argv.index(command) + 1] if command in argv[:-1] else None  # an action follows its command at once
     try:
-        args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+        args = build_parser(command if command in COMMANDS else None, action).parse_args(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
             build_parser(command).parse_args([command, "--help"])
