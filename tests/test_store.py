@@ -497,6 +497,13 @@ def test_repeat_events_change_no_view_and_no_export(workbook, seed, cache_after)
                 assert repeated.unscored(rater) == plain.unscored(rater)
                 assert repeated.progress(rater).equals(plain.progress(rater))
                 for cid in completions.completion_id: assert repeated.scores_for(cid, rater) == plain.scores_for(cid, rater)
+                again, notes_again = {}, {}
+                for e in every[every.repeat & (every.rater == rater)].to_dict("records"):
+                    if e["criterion"]: again.setdefault(e["completion_id"], {})[e["criterion"]] = None if e["score"] != e["score"] else e["score"]
+                    elif e["note"] is not None and e["note"] == e["note"]: notes_again[e["completion_id"]] = e["note"]
+                for cid, labels in again.items():
+                    assert repeated.scores_for(cid, rater, repeat=True) == {k: v for k, v in labels.items() if v is not None}
+                assert repeated.notes(rater, repeat=True) == {cid: n for cid, n in notes_again.items() if n}
                 assert wide_scores(repeated, rater).equals(wide_scores(plain, rater))
             assert repeated.events(repeats=True).repeat.sum() == added
 

@@ -663,6 +663,7 @@ class _RaterIndex:
     def __init__(self, generation:int=-1):
         self.generation, self.applied, self.completions = generation, 0, -1
         self.scores, self.notes, self.done, self.touched = {}, {}, set(), set()
+        self.repeat_scores, self.repeat_notes = {}, {}  # the same, from the repeat events only
 
 @patch
 def _index(self:ScoreStore, rater:str)->_RaterIndex:
@@ -674,23 +675,31 @@ def _index(self:ScoreStore, rater:str)->_RaterIndex:
     if index.applied < len(events) and code is not None:
         cids, labels = events.strings["completion_id"].values, events.strings["criterion"].values
         for r, c, k, score, note, repeat in zip(*events.tail(index.applied, ("rater", "completion_id", "criterion", "score", "note", "repeat"))):
-            if r != code or repeat: continue
+            if r != code: continue
+            scores, notes = (index.repeat_scores, index.repeat_notes) if repeat else (index.scores, index.notes)
             if labels[k]:
-                index.scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
-                index.touched.add(cids[c])
-            elif note is not None: index.notes[cids[c]] = note  # a note of the completion, not of one of its scores
+                scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
+                if not repeat: index.touched.add(cids[c])
+            elif note is not None: notes[cids[c]] = note  # a note of the completion, not of one of its scores
     index.applied = len(events)
     return index
 
 @patch
-def scores_for(self:ScoreStore, completion_id:str, rater:str)->dict:
+def scores_for(self:ScoreStore, completion_id:str, rater:str,
+               repeat:bool=False, # the latest repeat scores instead (what the rater gave the item shown again)
+              )->dict:
     "`rater`'s current scores of one completion, `{criterion label: score}`."
-    return {label: score for label, score in self._index(rater).scores.get(completion_id, {}).items() if score is not None}
+    index = self._index(rater)
+    scores = index.repeat_scores if repeat else index.scores
+    return {label: score for label, score in scores.get(completion_id, {}).items() if score is not None}
 
 @patch
-def notes(self:ScoreStore, rater:str)->dict:
+def notes(self:ScoreStore, rater:str,
+          repeat:bool=False, # the latest notes written on items shown again instead
+         )->dict:
     "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out; a score's own note is not one)."
-    return {cid: note for cid, note in self._index(rater).notes.items() if note}
+    index = self._index(rater)
+    return {cid: note for cid, note in (index.repeat_notes if repeat else index.notes).items() if note}
 
 @patch
 def raters(self:ScoreStore)->list[str]:
