@@ -58,6 +58,10 @@ def test_the_command_line_prints_each_table_and_refuses_bad_input_in_one_line(wo
     assert no_repeats.status == 1 and no_repeats.err.count("\n") == 1
     assert no_repeats.err.startswith("tinyscale: error: rater 'cy' has no repeat scores in")
     assert cli("consistency", "--rater", "cy", "--table", "drift", *where, root=workbook).status == 0
+    matrix = cli("consistency", "--table", "raters", *where, root=workbook)
+    assert matrix.status == 0 and "| ana |" in matrix.out and "| cy |" in matrix.out, matrix.err
+    no_rater = cli("consistency", *where, root=workbook)
+    assert no_rater.status == 1 and "--rater: name the person" in no_rater.err
     few = cli("consistency", "--rater", "ana", "--resamples", "10", *where[:4], root=workbook)
     assert few.status == 1 and "use at least 100 resamples" in few.err
 

@@ -19,13 +19,13 @@ from .rubric import CATEGORIES, Rubric, load_rubric
 from .store import REPEAT_FIELD, ScoreStore, add_store_options, is_judge, store_from_args
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, format_number, format_percent, json_records,
                                 markdown_table, row_name)
-from .agreement import AGREEMENT_COLUMNS, agreement_table
+from .agreement import AGREEMENT_COLUMNS, agreement_table, paired_scores
 
 # %% auto #0
-__all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CONSISTENCY_TABLES', 'planted_events', 'repeat_pairs',
-           'self_agreement', 'self_csv_table', 'scored_items', 'drift_fit', 'drift_table', 'Consistency',
-           'rater_consistency', 'self_note', 'drift_note', 'consistency_markdown', 'consistency_csv',
-           'consistency_json', 'render_consistency', 'add_cli']
+__all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CONSISTENCY_TABLES', 'MATRIX_COLUMNS', 'planted_events',
+           'repeat_pairs', 'self_agreement', 'self_csv_table', 'scored_items', 'drift_fit', 'drift_table',
+           'Consistency', 'rater_consistency', 'self_note', 'drift_note', 'consistency_markdown', 'consistency_csv',
+           'consistency_json', 'render_consistency', 'rater_matrix', 'matrix_table', 'add_cli']
 
 # %% ../nbs/25_consistency.ipynb #143e4c3d
 def _level(rng:np.random.Generator, mean:float)->float:
@@ -302,10 +302,49 @@ def render_consistency(result:Consistency, format:str="md", # `md`, `csv` or `js
     raise TinyscaleError(f"--format {format!r}: use md, csv or json")
 
 # %% ../nbs/25_consistency.ipynb #d9ae220d
+MATRIX_COLUMNS = ("rater_a", "rater_b", "n", "exact", "exact_ci_low", "exact_ci_high", "kappa_w", "ci_low", "ci_high")
+
+def rater_matrix(store:ScoreStore, # the score store
+                 seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE)->pd.DataFrame:
+    "Overall agreement of every pair of people who scored in `store` (judges left out), each one's self-agreement where a = b."
+    people, scores, rows = [r for r in store.raters() if not is_judge(r)], store.current(), []
+    if not people: raise TinyscaleError(f"no person has scored in {store.folder}")
+    for i, a in enumerate(people):
+        for b in people[i:]:
+            pairs = repeat_pairs(store.events(a, repeats=True)) if a == b else paired_scores(scores, a, b)
+            row = dict(rater_a=a, rater_b=b, n=len(pairs))
+            if len(pairs):
+                r = agreement_table(pairs, None, PAIR_NAMES if a == b else (a, b), seed, n_resamples, confidence).iloc[0]
+                row.update(exact=r.exact, exact_ci_low=r.exact_ci_low, exact_ci_high=r.exact_ci_high, kappa_w=r.kappa_w,
+                           ci_low=r.kappa_w_ci_low, ci_high=r.kappa_w_ci_high)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(MATRIX_COLUMNS)).astype({"n": int})
+
+def matrix_table(matrix:pd.DataFrame)->pd.DataFrame:
+    "The agreement matrix for reading: one row and one column per person, exact agreement [interval] (n) in each cell."
+    people = list(dict.fromkeys([*matrix.rater_a, *matrix.rater_b]))
+    cell = lambda r: "" if not r.n else f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}] (n={r.n})"
+    cells = {(r.rater_a, r.rater_b): cell(r) for r in matrix.itertuples()}
+    cells.update({(b, a): text for (a, b), text in list(cells.items())})
+    return pd.DataFrame([[p] + [cells.get((p, q), "") for q in people] for p in people], columns=[""] + people)
+
+# %% ../nbs/25_consistency.ipynb #f78d8a4e
+def _matrix_report(matrix:pd.DataFrame, format:str)->str:
+    if format == "csv": return matrix.to_csv(index=False, lineterminator="\n")
+    if format == "json": return json.dumps(dict(tinyscale=tinyscale.__version__, raters=json_records(matrix)), indent=1, allow_nan=False) + "\n"
+    return ("# Agreement between the people who scored\n\n"
+            f"Exact agreement [{100 * CONFIDENCE:g}% bootstrap interval] (pairs) of every two people's "
+            "current scores; on the diagonal, each one's agreement with themselves on items shown again.\n\n"
+            + markdown_table(matrix_table(matrix), None) + "\n")
+
 def _consistency_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     store, _ = store_from_args(args)
     if not store.folder.exists(): raise TinyscaleError(f"--store {store.folder}: no such folder")
+    if args.table == "raters":
+        print(_matrix_report(rater_matrix(store, args.seed, args.resamples), args.format), end="")
+        return 0
+    if args.rater is None: raise TinyscaleError("--rater: name the person whose consistency to measure (or --table raters for everyone)")
     tables = (args.table,) if args.table else (("self",) if args.format == "csv" else CONSISTENCY_TABLES)
     result = rater_consistency(store, args.rater, args.seed, args.resamples, self_agreement_needed="self" in tables)
     print(render_consistency(result, args.format, tables), end="")
@@ -313,9 +352,10 @@ def _consistency_command(args)->int:
 
 def add_cli(parser):
     "The `tinyscale consistency` arguments."
-    parser.add_argument("--rater", required=True, help="the person whose consistency to measure")
-    parser.add_argument("--table", choices=CONSISTENCY_TABLES, default=None,
-                        help="self (self-agreement on items shown again) or drift (strictness over time); default both (self for csv)")
+    parser.add_argument("--rater", default=None, help="the person whose consistency to measure (needed but for --table raters)")
+    parser.add_argument("--table", choices=(*CONSISTENCY_TABLES, "raters"), default=None,
+                        help="self (self-agreement on items shown again), drift (strictness over time) or raters (agreement between "
+                             "every two people); default self and drift (self for csv)")
     add_store_options(parser)
     add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES))
     parser.set_defaults(handler=_consistency_command)
