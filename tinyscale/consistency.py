@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/consistency.html.md"""
 
 # %% ../nbs/25_consistency.ipynb #4efbedc1
 from __future__ import annotations
-import json, math
+import json, math, textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 import numpy as np
@@ -20,12 +20,14 @@ from .store import REPEAT_FIELD, ScoreStore, add_store_options, is_judge, store_
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, format_number, format_percent, json_records,
                                 markdown_table, row_name)
 from .agreement import AGREEMENT_COLUMNS, agreement_table, paired_scores
+from .plots import footnote, new_figure, settle
 
 # %% auto #0
 __all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CONSISTENCY_TABLES', 'MATRIX_COLUMNS', 'planted_events',
            'repeat_pairs', 'self_agreement', 'self_csv_table', 'scored_items', 'drift_fit', 'drift_table',
-           'Consistency', 'rater_consistency', 'self_note', 'drift_note', 'consistency_markdown', 'consistency_csv',
-           'consistency_json', 'render_consistency', 'rater_matrix', 'matrix_table', 'add_cli']
+           'Consistency', 'rater_consistency', 'adjusted_scores', 'drift_figure', 'self_note', 'drift_note',
+           'consistency_markdown', 'consistency_csv', 'consistency_json', 'render_consistency', 'rater_matrix',
+           'matrix_table', 'add_cli']
 
 # %% ../nbs/25_consistency.ipynb #143e4c3d
 def _level(rng:np.random.Generator, mean:float)->float:
@@ -232,6 +234,35 @@ def rater_consistency(store:ScoreStore, # the score store
     return Consistency(rater, pairs, table, scored_items(plain), drift_table(plain, confidence), seed, n_resamples, confidence, store.rubric)
 
 # %% ../nbs/25_consistency.ipynb #7ce40e6c
+def adjusted_scores(items:pd.DataFrame)->np.ndarray:
+    "The items' scores less what their model and prompt explain, plus the overall mean."
+    effects = pd.get_dummies(items[["model", "prompt_id"]].astype(str), dtype=float).to_numpy()
+    design, score = np.column_stack([np.ones(len(items)), effects]), items.score.to_numpy(float)
+    with threadpool_limits(1): fitted = np.linalg.lstsq(design, score, rcond=None)[0]
+    return score - design @ fitted + score.mean()
+
+def drift_figure(result:Consistency, # from `rater_consistency`
+                 bins:int=10, # runs of items averaged into one point
+                ):
+    "Strictness over time: the adjusted mean score per run of items in scoring order, and the fitted drift."
+    figure = new_figure(6.4, 3.6)
+    ax = figure.add_subplot()
+    items, row = result.items, result.drift.iloc[0]
+    if len(items) >= 3:
+        runs = pd.DataFrame({"position": items.position, "score": adjusted_scores(items),
+                             "run": np.minimum(np.arange(len(items)) * bins // len(items), bins - 1)}).groupby("run")
+        means, errors = runs.score.mean(), runs.score.sem()
+        ax.errorbar(runs.position.mean(), means, yerr=errors.fillna(0), fmt="o", color="#3182bd", capsize=3, label=f"runs of {len(items) // bins} items")
+        if math.isfinite(row.slope_per_100):
+            x = np.array([items.position.min(), items.position.max()], float)
+            middle = items.position.mean()
+            ax.plot(x, means.mean() + row.slope_per_100 / 100 * (x - middle), color="#de2d26", label=f"drift: {row.drift}")
+        ax.legend(frameon=False, fontsize=8)
+    ax.set(title=f"Strictness over time: {result.rater}", xlabel="items, in the order scored", ylabel="mean score, adjusted\nfor model and prompt")
+    footnote(figure, textwrap.wrap(result.drift_headline(), 115))
+    return settle(figure)
+
+# %% ../nbs/25_consistency.ipynb #fcf49505
 CONSISTENCY_TABLES = ("self", "drift")
 
 def _self_rows(result:Consistency, level:str)->pd.DataFrame:
@@ -301,7 +332,7 @@ def render_consistency(result:Consistency, format:str="md", # `md`, `csv` or `js
     if format == "json": return consistency_json(result, tables)
     raise TinyscaleError(f"--format {format!r}: use md, csv or json")
 
-# %% ../nbs/25_consistency.ipynb #d9ae220d
+# %% ../nbs/25_consistency.ipynb #f78d8a4e
 MATRIX_COLUMNS = ("rater_a", "rater_b", "n", "exact", "exact_ci_low", "exact_ci_high", "kappa_w", "ci_low", "ci_high")
 
 def rater_matrix(store:ScoreStore, # the score store
@@ -328,7 +359,7 @@ def matrix_table(matrix:pd.DataFrame)->pd.DataFrame:
     cells.update({(b, a): text for (a, b), text in list(cells.items())})
     return pd.DataFrame([[p] + [cells.get((p, q), "") for q in people] for p in people], columns=[""] + people)
 
-# %% ../nbs/25_consistency.ipynb #f78d8a4e
+# %% ../nbs/25_consistency.ipynb #81886756
 def _matrix_report(matrix:pd.DataFrame, format:str)->str:
     if format == "csv": return matrix.to_csv(index=False, lineterminator="\n")
     if format == "json": return json.dumps(dict(tinyscale=tinyscale.__version__, raters=json_records(matrix)), indent=1, allow_nan=False) + "\n"
