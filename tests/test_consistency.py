@@ -58,8 +58,13 @@ def test_the_command_line_prints_each_table_and_refuses_bad_input_in_one_line(wo
     assert no_repeats.status == 1 and no_repeats.err.count("\n") == 1
     assert no_repeats.err.startswith("tinyscale: error: rater 'cy' has no repeat scores in")
     assert cli("consistency", "--rater", "cy", "--table", "drift", *where, root=workbook).status == 0
+    judged = [e for e in planted_events(completions, seed=3) if e["category"] == "Grammar"][:100]
+    (workbook/"scores"/"judge_x.jsonl").write_text("".join(
+        json.dumps({**e, "rater": "judge:x", "source": "judge:x"}) + "\n" for e in judged), encoding="utf-8")
+    ceiling = cli("consistency", "--rater", "ana", *where, root=workbook)
+    assert "judge:x agrees with ana " in ceiling.out and "(100 scores, blind); ana agrees with themselves " in ceiling.out
     matrix = cli("consistency", "--table", "raters", *where, root=workbook)
-    assert matrix.status == 0 and "| ana |" in matrix.out and "| cy |" in matrix.out, matrix.err
+    assert matrix.status == 0 and "| ana |" in matrix.out and "| cy |" in matrix.out and "judge:x" not in matrix.out, matrix.err
     no_rater = cli("consistency", *where, root=workbook)
     assert no_rater.status == 1 and "--rater: name the person" in no_rater.err
     few = cli("consistency", "--rater", "ana", "--resamples", "10", *where[:4], root=workbook)

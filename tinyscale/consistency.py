@@ -7,7 +7,7 @@ Docs: https://tinyscale.github.io/tinyscale/consistency.html.md"""
 # %% ../nbs/25_consistency.ipynb #4efbedc1
 from __future__ import annotations
 import json, math, textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
@@ -23,11 +23,11 @@ from .agreement import AGREEMENT_COLUMNS, agreement_table, paired_scores
 from .plots import footnote, new_figure, settle
 
 # %% auto #0
-__all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CONSISTENCY_TABLES', 'MATRIX_COLUMNS', 'planted_events',
-           'repeat_pairs', 'self_agreement', 'self_csv_table', 'scored_items', 'drift_fit', 'drift_table',
-           'Consistency', 'rater_consistency', 'adjusted_scores', 'drift_figure', 'self_note', 'drift_note',
-           'consistency_markdown', 'consistency_csv', 'consistency_json', 'render_consistency', 'rater_matrix',
-           'matrix_table', 'add_cli']
+__all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CEILING_COLUMNS', 'CONSISTENCY_TABLES',
+           'MATRIX_COLUMNS', 'planted_events', 'repeat_pairs', 'self_agreement', 'self_csv_table', 'scored_items',
+           'drift_fit', 'drift_table', 'Consistency', 'rater_consistency', 'judge_ceiling', 'ceiling_sentences',
+           'with_judges', 'adjusted_scores', 'drift_figure', 'self_note', 'drift_note', 'consistency_markdown',
+           'consistency_csv', 'consistency_json', 'render_consistency', 'rater_matrix', 'matrix_table', 'add_cli']
 
 # %% ../nbs/25_consistency.ipynb #143e4c3d
 def _level(rng:np.random.Generator, mean:float)->float:
@@ -195,6 +195,7 @@ class Consistency:
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
+    judges: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # from `judge_ceiling`
 
     def self_headline(self)->str:
         "One sentence: how often the rater gave an item shown again its first score, with intervals."
@@ -234,6 +235,39 @@ def rater_consistency(store:ScoreStore, # the score store
     return Consistency(rater, pairs, table, scored_items(plain), drift_table(plain, confidence), seed, n_resamples, confidence, store.rubric)
 
 # %% ../nbs/25_consistency.ipynb #7ce40e6c
+CEILING_COLUMNS = ("judge", "n", "exact", "exact_ci_low", "exact_ci_high", "self_n", "self_exact", "self_ci_low", "self_ci_high")
+
+def judge_ceiling(store:ScoreStore, result:Consistency, # from `rater_consistency`
+                 )->pd.DataFrame:
+    "Each judge's blind exact agreement with the rater (current scores), next to the rater's self-agreement."
+    scores, rows = store.current(), []
+    judges = [r for r in store.raters() if is_judge(r) and (scores.rater == r).any()]
+    own = result.table.iloc[0] if result.table is not None else None
+    for judge in judges:
+        pairs = paired_scores(scores, result.rater, judge)
+        if not len(pairs): continue
+        r = agreement_table(pairs, None, (result.rater, judge), result.seed, result.n_resamples, result.confidence).iloc[0]
+        rows.append(dict(judge=judge, n=int(r.n), exact=r.exact, exact_ci_low=r.exact_ci_low, exact_ci_high=r.exact_ci_high,
+                         **(dict(self_n=int(own.n), self_exact=own.exact, self_ci_low=own.exact_ci_low, self_ci_high=own.exact_ci_high)
+                            if own is not None else {})))
+    return pd.DataFrame(rows, columns=list(CEILING_COLUMNS))
+
+def ceiling_sentences(result:Consistency)->list[str]:
+    "One sentence per judge: how often it agrees with the rater, and how often the rater agrees with themselves."
+    interval = lambda low, high: f"[{format_percent(low)}, {format_percent(high)}]"
+    said = []
+    for r in result.judges.itertuples():
+        own = (f"{result.rater} agrees with themselves {format_percent(r.self_exact)} of the time {interval(r.self_ci_low, r.self_ci_high)}"
+               if pd.notna(r.self_exact) else f"{result.rater}'s agreement with themselves is not measured yet (no item shown again)")
+        said.append(f"{r.judge} agrees with {result.rater} {format_percent(r.exact)} of the time {interval(r.exact_ci_low, r.exact_ci_high)} "
+                    f"({r.n} scores, blind); {own}: the most a judge calibrated on {result.rater} can be expected to reach.")
+    return said
+
+def with_judges(store:ScoreStore, result:Consistency)->Consistency:
+    "`result` with each judge's agreement next to the rater's self-agreement (`judge_ceiling`)."
+    return replace(result, judges=judge_ceiling(store, result))
+
+# %% ../nbs/25_consistency.ipynb #fcf49505
 def adjusted_scores(items:pd.DataFrame)->np.ndarray:
     "The items' scores less what their model and prompt explain, plus the overall mean."
     effects = pd.get_dummies(items[["model", "prompt_id"]].astype(str), dtype=float).to_numpy()
@@ -262,7 +296,7 @@ def drift_figure(result:Consistency, # from `rater_consistency`
     footnote(figure, textwrap.wrap(result.drift_headline(), 115))
     return settle(figure)
 
-# %% ../nbs/25_consistency.ipynb #fcf49505
+# %% ../nbs/25_consistency.ipynb #0ff058c7
 CONSISTENCY_TABLES = ("self", "drift")
 
 def _self_rows(result:Consistency, level:str)->pd.DataFrame:
@@ -295,7 +329,7 @@ def consistency_markdown(result:Consistency, tables:tuple=CONSISTENCY_TABLES)->s
     "The consistency report as Markdown: self-agreement (headline, per category, per criterion), then drift."
     parts = [f"# Consistency of {result.rater}"]
     if "self" in tables and result.table is not None:
-        parts += ["## Self-agreement", result.self_headline(), self_note(result),
+        parts += ["## Self-agreement", result.self_headline(), *ceiling_sentences(result), self_note(result),
                   "### Per category", markdown_table(pd.concat([_self_rows(result, "overall"), _self_rows(result, "category")], ignore_index=True), None),
                   "### Per criterion", markdown_table(_self_rows(result, "criterion"), None)]
         notes = result.table.attrs.get("notes", [])
@@ -315,7 +349,8 @@ def consistency_json(result:Consistency, tables:tuple=CONSISTENCY_TABLES)->str:
     "Everything as JSON: the self-agreement table, its notes and pairs; the drift table, its note and the items in order."
     data = dict(tinyscale=tinyscale.__version__, rater=result.rater, seed=result.seed, n_resamples=result.n_resamples, confidence=result.confidence)
     if "self" in tables and result.table is not None:
-        data.update(self_headline=result.self_headline(), self_agreement=json_records(result.table[list(AGREEMENT_COLUMNS)]),
+        data.update(self_headline=result.self_headline(), judges=json_records(result.judges), ceiling=ceiling_sentences(result),
+                    self_agreement=json_records(result.table[list(AGREEMENT_COLUMNS)]),
                     self_notes=result.table.attrs.get("notes", []), pairs=json_records(result.pairs))
     if "drift" in tables:
         data.update(drift_headline=result.drift_headline(), drift=json_records(result.drift), drift_note=result.drift.attrs.get("note", ""),
@@ -332,7 +367,7 @@ def render_consistency(result:Consistency, format:str="md", # `md`, `csv` or `js
     if format == "json": return consistency_json(result, tables)
     raise TinyscaleError(f"--format {format!r}: use md, csv or json")
 
-# %% ../nbs/25_consistency.ipynb #f78d8a4e
+# %% ../nbs/25_consistency.ipynb #81886756
 MATRIX_COLUMNS = ("rater_a", "rater_b", "n", "exact", "exact_ci_low", "exact_ci_high", "kappa_w", "ci_low", "ci_high")
 
 def rater_matrix(store:ScoreStore, # the score store
@@ -359,7 +394,7 @@ def matrix_table(matrix:pd.DataFrame)->pd.DataFrame:
     cells.update({(b, a): text for (a, b), text in list(cells.items())})
     return pd.DataFrame([[p] + [cells.get((p, q), "") for q in people] for p in people], columns=[""] + people)
 
-# %% ../nbs/25_consistency.ipynb #81886756
+# %% ../nbs/25_consistency.ipynb #1a9cab63
 def _matrix_report(matrix:pd.DataFrame, format:str)->str:
     if format == "csv": return matrix.to_csv(index=False, lineterminator="\n")
     if format == "json": return json.dumps(dict(tinyscale=tinyscale.__version__, raters=json_records(matrix)), indent=1, allow_nan=False) + "\n"
@@ -378,6 +413,7 @@ def _consistency_command(args)->int:
     if args.rater is None: raise TinyscaleError("--rater: name the person whose consistency to measure (or --table raters for everyone)")
     tables = (args.table,) if args.table else (("self",) if args.format == "csv" else CONSISTENCY_TABLES)
     result = rater_consistency(store, args.rater, args.seed, args.resamples, self_agreement_needed="self" in tables)
+    if "self" in tables and args.format != "csv": result = with_judges(store, result)
     print(render_consistency(result, args.format, tables), end="")
     return 0
 
