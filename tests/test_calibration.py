@@ -150,8 +150,8 @@ def test_write_makes_a_held_out_rater_and_saves_the_mapping(cli, judged):
     status, out, err = cli(*args, "--write", root=root)
     assert status == 0, err
     assert out == cli(*args, root=root).out  # the report is the same with or without --write
-    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
-    assert f"judge:gpt-4o-mini+cal: 54 held-out score event(s) written to {root / 'scores' / 'judge_gpt-4o-mini_cal.jsonl'}" in err
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini+cal_to_ana.json"
+    assert f"judge:gpt-4o-mini+cal: 54 held-out score event(s) written to {root / 'scores' / 'judge_gpt-4o-mini+cal.jsonl'}" in err
     assert f"saved to {path}" in err
     reopened = ScoreStore(root / "scores", completions=store.completions)
     calibrated = reopened.current("judge:gpt-4o-mini+cal")
@@ -185,7 +185,7 @@ def test_judge_with_a_saved_calibration_writes_calibrated_scores_of_new_completi
     from tinyscale.fake_judge import FakeJudgeServer
     root, store = judged
     assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--write", root=root).status == 0
-    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini+cal_to_ana.json"
     # a new checkpoint's completions of the same prompts, and one completion the mapping was fitted on
     first = store.completions.iloc[0]
     new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
@@ -205,6 +205,6 @@ def test_judge_with_a_saved_calibration_writes_calibrated_scores_of_new_completi
     # the completion the mapping was fitted on keeps its held-out calibrated scores
     kept = calibrated[calibrated.completion_id == first.completion_id]
     assert len(kept) > 0 and kept.note.str.startswith("calibrated to ana: remap, held out").all()
-    assert f"calibrated: 54 event(s) written to {root / 'scores' / 'judge_gpt-4o-mini_cal.jsonl'} (remap, {path.name}); left out {len(kept)} score(s)" in out
+    assert f"calibrated: 54 event(s) written to {root / 'scores' / 'judge_gpt-4o-mini+cal.jsonl'} (remap, {path.name}); left out {len(kept)} score(s)" in out
     wrong = cli("judge", "--backend", "openai", "--model", "other-model", "--base-url", "http://127.0.0.1:9/v1", "--calibration", str(path), root=root)
     assert wrong.status == 1 and wrong.err.strip().endswith("fitted for judge:gpt-4o-mini, not for judge:other-model")

@@ -458,3 +458,35 @@ def test_the_panel_and_the_judge_read_one_rules_file(tmp_path, monkeypatch, comp
     assert panel.rows[0].buttons[0.5].tooltip == "0.5: halfway there" and "- 0.5: halfway there;" in prompt
     assert panel.levels.children[2].value.endswith(">halfway</div>")
     for fault in panel.rules.faults: assert fault in prompt
+
+
+def many_completions(n=20):
+    "`n` prompts × the two models, one Grammar completion each: enough items for second showings."
+    from tinyscale.completions import Completion, completion_id
+    from tinyscale.core import config_hash, text_hash
+    config = {"num_beams": 5}
+    rows = [Completion(completion_id(model, "rev0", text_hash(f"prompt {i}"), config_hash(config)), f"gr-{i:02d}", "Grammar",
+                       f"prompt {i}", f" story {i} by {model[-2:]}", model, revision="rev0", prompt_hash=text_hash(f"prompt {i}"),
+                       config=config, config_hash=config_hash(config), finish_reason="eos").to_dict()
+            for model in MODELS for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_second_showings_are_scored_as_repeats_and_change_no_current_score(tmp_path, rubric):
+    many = many_completions()
+    store = ScoreStore(tmp_path/"scores", completions=many, rubric=rubric)
+    session = ScoringSession(rater="ana", completions=many, store=store, rater_path=tmp_path/"name", reshow=0.1, clock=Clock())
+    panel = session.panel
+    assert (len(panel.order), len(panel.reshows)) == (44, 4)
+    assert len(ScoringSession(rater="ana", completions=many, store=store, rater_path=tmp_path/"name", reshow=0).panel.order) == 40
+    for position in range(len(panel.order)):
+        panel.go_to(position)
+        assert panel.scores() == {} and panel.notes.value == ""  # a second showing shows none of the first scores
+        for criterion in panel.criteria: panel.set_score(criterion.label, 0.0 if panel.is_repeat else 1.0)
+    assert {p for p in range(len(panel.order)) if panel._repeat_mode.get(p)} == set(panel.reshows)
+    assert store.current("ana").score.unique().tolist() == [1.0] and len(store.current("ana")) == 40 * 5
+    records = events_on_disk(store)
+    assert sum(r.get("repeat", False) for r in records) == 4 * 5
+    assert all(r["score"] == 0.0 for r in records if r.get("repeat")) and all("repeat" not in r for r in records if r["score"] == 1.0)
+    assert panel.progress_text().startswith("40 / 40 scored") and panel.progress_text().endswith("4 / 4 shown again")
+    assert ScorePanel(many, rubric, ScoreStore(tmp_path/"scores", completions=many, rubric=rubric), "ana", reshow=0.1).first_unscored() is None

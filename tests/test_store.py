@@ -450,3 +450,108 @@ def test_store_benchmark_runs_and_prints_its_figures(tmp_path):
     assert re.match(r"^events=3000 open_s=[\d.]+ open_mb=-?\d+ cold_open_s=[\d.]+ views_s=[\d.]+ report_s=[\d.]+ report_cpu_s=[\d.]+ "
                     r"click_ms=[\d.]+ report_identical=na targets=(PASS|MISS)$", last), done.stdout[-2000:]
     assert "panel click" in done.stdout and "target < 2 s" in done.stdout
+
+
+def with_repeats(folder, target, seed):
+    "A copy of the event files in `folder`, with repeat events (copies of valid events, other scores and notes) among the lines."
+    import random
+    rng = random.Random(seed)
+    target.mkdir(parents=True, exist_ok=True)
+    added = 0
+    for path in sorted(folder.glob("*.jsonl")):
+        lines, out = path.read_text(encoding="utf-8").split("\n")[:-1], []  # not splitlines: a note may hold U+2028
+        for line in lines:
+            out.append(line)
+            try: record = json.loads(line)
+            except ValueError: continue
+            if event_problem(record, path.name) is not None or rng.random() < 0.4: continue
+            repeat = {**record, "repeat": True, "note": rng.choice([None, "seen before?"])}
+            if repeat["criterion"]: repeat["score"] = rng.choice([0, 0.5, 1, None])
+            out.append(json.dumps(repeat))
+            added += 1
+        (target/path.name).write_text("\n".join(out) + "\n", encoding="utf-8")
+    return added
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("cache_after", [None, 1])
+def test_repeat_events_change_no_view_and_no_export(workbook, seed, cache_after):
+    from tinyscale.wide import wide_scores
+    completions = load_completions(workbook/"completions")
+    raters = random_logs(workbook/"scores", seed, completions)
+    added = with_repeats(workbook/"scores", workbook/"repeated", seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for attempt in range(2):  # the second pair of stores reads the caches the first wrote
+            plain = ScoreStore(workbook/"scores", completions=completions, cache_after=cache_after)
+            repeated = ScoreStore(workbook/"repeated", completions=completions, cache_after=cache_after)
+            assert repeated.raters() == plain.raters()
+            for rater in [None] + raters:
+                assert_same_frame(repeated.events(rater), plain.events(rater))
+                assert_same_frame(repeated.current(rater), plain.current(rater))
+                assert repeated._latest(rater) == plain._latest(rater) and repeated._events(rater) == plain._events(rater)
+                every = repeated.events(rater, repeats=True)
+                assert list(every.columns) == [*EVENT_FIELDS, "repeat"]
+                assert len(every) == len(plain.events(rater)) + every.repeat.sum()
+                if rater is None or rater not in plain.raters(): continue
+                assert repeated.notes(rater) == plain.notes(rater)
+                assert repeated.unscored(rater) == plain.unscored(rater)
+                assert repeated.progress(rater).equals(plain.progress(rater))
+                for cid in completions.completion_id: assert repeated.scores_for(cid, rater) == plain.scores_for(cid, rater)
+                again, notes_again = {}, {}
+                for e in every[every.repeat & (every.rater == rater)].to_dict("records"):
+                    if e["criterion"]: again.setdefault(e["completion_id"], {})[e["criterion"]] = None if e["score"] != e["score"] else e["score"]
+                    elif e["note"] is not None and e["note"] == e["note"]: notes_again[e["completion_id"]] = e["note"]
+                for cid, labels in again.items():
+                    assert repeated.scores_for(cid, rater, repeat=True) == {k: v for k, v in labels.items() if v is not None}
+                assert repeated.notes(rater, repeat=True) == {cid: n for cid, n in notes_again.items() if n}
+                assert wide_scores(repeated, rater).equals(wide_scores(plain, rater))
+            assert repeated.events(repeats=True).repeat.sum() == added
+
+
+def test_the_cache_keeps_the_repeat_flags_and_an_old_cache_is_not_used(workbook, monkeypatch):
+    import numpy as np
+    from tinyscale import store as store_module
+    completions = load_completions(workbook/"completions")
+    store = ScoreStore(workbook/"scores", completions=completions, cache_after=1)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    store.set_score(GRAMMAR_1M, "A", 0, "ana", repeat=True)
+    store.set_note(GRAMMAR_1M, "ana", "a second look", repeat=True)
+    store.set_scores([dict(completion_id=GRAMMAR_1M, criterion="B", score=0.5)], "ana", repeat=True)
+    assert store.events("ana", repeats=True).repeat.tolist() == [False, True, True, True]  # this read writes the cache
+    cache = workbook/"scores"/".cache"/"ana.jsonl.npz"
+    assert cache.exists()
+
+    def fail(self, data): raise AssertionError("parsed the log instead of reading its cache")
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module._RaterLog, "_parse", fail)
+        cached = ScoreStore(workbook/"scores", completions=completions, cache_after=1000)
+        assert cached.events("ana", repeats=True).repeat.tolist() == [False, True, True, True]
+        assert cached.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0} and cached.notes("ana") == {}
+        assert cached.current("ana").score.tolist() == [1.0]
+
+    with np.load(cache) as saved:  # the same cache as version 1 wrote it: no repeat column
+        payload = {name: saved[name] for name in saved.files if name != "repeat"}
+    meta = json.loads(payload["meta"].tobytes())
+    payload["meta"] = np.frombuffer(json.dumps({**meta, "version": 1}).encode(), dtype=np.uint8)
+    with open(cache, "wb") as f: np.savez(f, **payload)
+    parsed = []
+    original = store_module._RaterLog._parse
+    monkeypatch.setattr(store_module._RaterLog, "_parse", lambda self, data: (parsed.append(len(data)), original(self, data)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reread = ScoreStore(workbook/"scores", completions=completions, cache_after=1000)
+        assert reread.events("ana", repeats=True).repeat.tolist() == [False, True, True, True]
+    assert parsed == [(workbook/"scores"/"ana.jsonl").stat().st_size]  # the whole log, the old cache ignored
+    assert reread.scores_for(GRAMMAR_1M, "ana") == {"A": 1.0}
+
+
+def test_a_repeat_field_that_is_not_a_boolean_is_a_bad_line(workbook):
+    store = open_store(workbook)
+    store.set_score(GRAMMAR_1M, "A", 1, "ana")
+    log = workbook/"scores"/"ana.jsonl"
+    event = json.loads(lines_of(log)[0])
+    assert "repeat" not in event  # an ordinary event is written as before
+    with open(log, "ab") as f: f.write(json.dumps({**event, "score": 0, "repeat": "yes"}).encode() + b"\n")
+    with pytest.warns(UserWarning, match="ana.jsonl, line 2: repeat 'yes' is not true or false"):
+        assert open_store(workbook).scores_for(GRAMMAR_1M, "ana") == {"A": 1.0}

@@ -22,6 +22,7 @@ COMMANDS = {
     "report":    ("tinyscale.report",      "tables, figures, the paper comparison and judge agreement from the scores"),
     "judge":     ("tinyscale.judge",       "score completions with an LLM judge"),
     "agreement": ("tinyscale.agreement",   "agreement between two raters"),
+    "consistency": ("tinyscale.consistency", "how consistent a rater is: self-agreement on items shown again, and drift over time"),
     "curves":    ("tinyscale.curve_report", "capability curves over training, the baselines, the loss and probes, and when each category emerges"),
     "sweep":     ("tinyscale.sweep",       "completions (and judge scores) for every checkpoint of training runs"),
     "probe":     ("tinyscale.probes",      "cheap probes of every checkpoint of training runs, no judge needed"),

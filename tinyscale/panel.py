@@ -18,9 +18,9 @@ from .completions import load_completions
 from .store import ScoreStore
 
 # %% auto #0
-__all__ = ['ORDERS', 'PANEL_KEYS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'text_html', 'story_html', 'flags_html',
-           'item_html', 'KeyboardArea', 'penalties_html', 'ScorePanel', 'widget_texts', 'rater_file',
-           'remembered_rater', 'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
+__all__ = ['ORDERS', 'RESHOW_SHARE', 'PANEL_KEYS', 'RATER_FILE', 'TODO_ORDERS', 'scoring_order', 'reshow_order', 'text_html',
+           'story_html', 'flags_html', 'item_html', 'KeyboardArea', 'penalties_html', 'ScorePanel', 'widget_texts',
+           'rater_file', 'remembered_rater', 'remember_rater', 'ScoringSession', 'todo_items', 'todo_text']
 
 # %% ../nbs/07_panel.ipynb #dd865e85
 ORDERS = ("interleaved", "sequential")
@@ -54,6 +54,32 @@ def scoring_order(completions:pd.DataFrame, # with completion_id, prompt_id, cat
         for category in sorted(by_category): rng.shuffle(by_category[category])
         by_model[model] = _spread(by_category, rng)
     return _spread(by_model, rng)
+
+# %% ../nbs/07_panel.ipynb #c0a1b002
+RESHOW_SHARE = 0.05 # the share of items a blind panel shows a second time, unannounced
+
+def reshow_order(order:list[str], # the completion ids in scoring order (`scoring_order`)
+                 share:float=RESHOW_SHARE, # the share of items shown again; 0: none
+                 seed:int=0, # the panel's seed
+                 min_gap:int=10, # the fewest items between the two showings of an item
+                )->tuple[list[str], frozenset]:
+    "The order with some items shown a second time, well after the first, and the positions of those second showings."
+    if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 <= share <= 0.5):
+        raise TinyscaleError(f"reshow {share!r}: use a share between 0 (none) and 0.5")
+    n = len(order)
+    gap = max(min_gap, n // 5)
+    eligible = [p for p in range(n) if p + gap < n]
+    rng = random.Random(f"reshow:{seed}")
+    chosen = sorted(rng.sample(eligible, min(math.floor(share * n + 0.5), len(eligible))))
+    after = {}  # base position -> the items shown again right after it
+    for p in chosen: after.setdefault(rng.randint(p + gap, n - 1), []).append(order[p])
+    extended, positions = [], []
+    for r, cid in enumerate(order):
+        extended.append(cid)
+        for again in after.get(r, []):
+            positions.append(len(extended))
+            extended.append(again)
+    return extended, frozenset(positions)
 
 # %% ../nbs/07_panel.ipynb #8628b45a
 _BOX = ("white-space:pre-wrap; word-break:break-word; font-family:var(--jp-code-font-family, monospace); "
@@ -238,6 +264,7 @@ class ScorePanel:
                  seed:int=0, # seed of the interleaved order
                  clock=time.monotonic, # seconds counter for the time on each item
                  rules:ScoringRules|None=None, # what the levels mean and the penalties (default: `data/scoring_rules.toml`, as the judge)
+                 reshow:float=RESHOW_SHARE, # share of items shown a second time, unannounced, in blind mode (0: none)
                 ):
         if not isinstance(rater, str) or not rater.strip(): raise TinyscaleError(f"rater {rater!r}: pick a non-empty rater name")
         missing = [c for c in _REQUIRED if c not in completions.columns]
@@ -251,7 +278,8 @@ class ScorePanel:
         self.table = completions.drop_duplicates("completion_id").set_index("completion_id", drop=False)
         self.rubric, self.store, self.rater, self.blind = rubric, store, rater.strip(), blind
         self.rules = rules if rules is not None else load_scoring_rules()
-        self.order = scoring_order(self.table, order, seed)
+        self.order, self.reshows = reshow_order(scoring_order(self.table, order, seed), reshow if blind else 0, seed)
+        self._repeat_mode = {}  # a second showing -> whether this session shows it as a repeat (fixed on its first visit)
         self._clock, self._spent = clock, {}
         self.position, self.criterion_index, self._arrived = None, 0, clock()
         self._build()
@@ -289,7 +317,7 @@ def _build(self:ScorePanel):
     "Create the panel's widgets once; `refresh` updates them in place."
     button = lambda text, tip, width="120px": widgets.Button(description=text, tooltip=tip, layout=widgets.Layout(width=width))
     self.keys = KeyboardArea()
-    self.header, self.progress_bar = widgets.HTML(), widgets.IntProgress(min=0, max=len(self.order), layout=widgets.Layout(width="200px"))
+    self.header, self.progress_bar = widgets.HTML(), widgets.IntProgress(min=0, max=len(self.table), layout=widgets.Layout(width="200px"))
     self.story = widgets.HTML(layout=widgets.Layout(flex="1 1 340px", min_width="0", width="auto"))
     self.levels = _level_headings(self.rules)
     self.penalties = widgets.HTML(penalties_html(self.rules))
@@ -332,14 +360,21 @@ def criteria(self:ScorePanel)->list:
     "The criteria of the item shown."
     return self.rubric.for_category(self.item.category)
 
+@patch(as_prop=True)
+def is_repeat(self:ScorePanel)->bool:
+    "Whether the item shown is a second showing of an item the rater had scored (its events are repeats)."
+    return self._repeat_mode.get(self.position, False)
+
 @patch
 def scores(self:ScorePanel, completion_id:str|None=None)->dict:
-    "The rater's current scores of an item (default: the one shown), `{label: score}`."
+    "The rater's current scores of an item (default: the one shown, a second showing's own), `{label: score}`."
+    if completion_id is None and self.is_repeat: return self.store.scores_for(self.completion_id, self.rater, repeat=True)
     return self.store.scores_for(completion_id or self.completion_id, self.rater)
 
 @patch
 def note(self:ScorePanel, completion_id:str|None=None)->str:
-    "The rater's current note on an item (default: the one shown), `\"\"` if none."
+    "The rater's current note on an item (default: the one shown, a second showing's own), `\"\"` if none."
+    if completion_id is None and self.is_repeat: return self.store.notes(self.rater, repeat=True).get(self.completion_id, "")
     return self.store.notes(self.rater).get(completion_id or self.completion_id, "")
 
 @patch
@@ -348,15 +383,40 @@ def unscored_ids(self:ScorePanel)->set:
     return set(self.store.unscored(self.rater)) & set(self.order)
 
 @patch
+def _shows_repeat(self:ScorePanel, position:int, open_ids:set)->bool:
+    "Whether `position` is shown as a repeat: a second showing of an item fully scored (or already scored again) when first visited."
+    if position not in self.reshows: return False
+    if position in self._repeat_mode: return self._repeat_mode[position]
+    cid = self.order[position]
+    return cid not in open_ids or bool(self.store.scores_for(cid, self.rater, repeat=True))
+
+@patch
+def _repeat_done(self:ScorePanel, completion_id:str)->bool:
+    scores = self.store.scores_for(completion_id, self.rater, repeat=True)
+    return all(c.label in scores for c in self.rubric.for_category(self.table.at[completion_id, "category"]))
+
+@patch
+def is_open(self:ScorePanel, position:int, open_ids:set|None=None)->bool:
+    "Whether the item at `position` waits for scores: not fully scored, or a second showing not fully scored again."
+    open_ids = self.unscored_ids() if open_ids is None else open_ids
+    if self._shows_repeat(position, open_ids): return not self._repeat_done(self.order[position])
+    return self.order[position] in open_ids
+
+@patch
 def first_unscored(self:ScorePanel)->int|None:
     "The position of the first item not fully scored, or None when all are."
     open_ids = self.unscored_ids()
-    return next((i for i, cid in enumerate(self.order) if cid in open_ids), None)
+    return next((i for i in range(len(self.order)) if self.is_open(i, open_ids)), None)
+
+@patch(as_prop=True)
+def _time_key(self:ScorePanel):
+    "What the time on the item shown adds up under: its id, or for a repeat its position (a second showing is timed apart)."
+    return self.position if self.is_repeat else self.completion_id
 
 @patch
 def seconds_on_item(self:ScorePanel)->float:
     "Seconds spent on the item shown, this visit and earlier visits of this session together."
-    return round(self._spent.get(self.completion_id, 0.0) + self._clock() - self._arrived, 3)
+    return round(self._spent.get(self._time_key, 0.0) + self._clock() - self._arrived, 3)
 
 # %% ../nbs/07_panel.ipynb #c504a940
 @patch
@@ -368,11 +428,17 @@ def progress(self:ScorePanel)->pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda r: rank.get(r["category"], len(rank))), columns=["category", "scored", "total"])
 
 @patch
+def reshow_progress(self:ScorePanel)->tuple[int, int]:
+    "Second showings scored again in full, and planned."
+    return sum(self._repeat_done(self.order[q]) for q in self.reshows), len(self.reshows)
+
+@patch
 def progress_text(self:ScorePanel, table:pd.DataFrame|None=None)->str:
-    "Progress in words: `37 / 450 scored`, then per category."
+    "Progress in words: `37 / 450 scored`, then per category, then the second showings apart."
     table = self.progress() if table is None else table
     parts = [f"{r.category} {r.scored} / {r.total}" for r in table.itertuples()]
-    return f"{table.scored.sum()} / {table.total.sum()} scored · " + " · ".join(parts)
+    again = " · {} / {} shown again".format(*self.reshow_progress()) if self.reshows else ""
+    return f"{table.scored.sum()} / {table.total.sum()} scored · " + " · ".join(parts) + again
 
 # %% ../nbs/07_panel.ipynb #e205aa9e
 @patch
@@ -413,8 +479,10 @@ def go_to(self:ScorePanel, target:int|str, # a 0-based position in the order, or
         target = self.order.index(target)
     if not 0 <= int(target) < len(self.order):
         raise TinyscaleError(f"item {int(target) + 1} does not exist (items 1 to {len(self.order)})")
-    if self.position is not None: self._spent[self.completion_id] = self.seconds_on_item()
+    if self.position is not None: self._spent[self._time_key] = self.seconds_on_item()
     self.position, self._arrived = int(target), self._clock()
+    if self.position in self.reshows and self.position not in self._repeat_mode:
+        self._repeat_mode[self.position] = self._shows_repeat(self.position, self.unscored_ids())
     self.status.value = ""
     scores = self.scores()
     self.criterion_index = next((i for i, c in enumerate(self.criteria) if c.label not in scores), 0)
@@ -439,11 +507,12 @@ def go_previous(self:ScorePanel)->int:
 
 @patch
 def next_unscored(self:ScorePanel)->int:
-    "Show the next item not fully scored after this one, wrapping around; stays when all are scored."
+    "Show the next item not fully scored after this one, wrapping around (never the item shown again); stays when all are scored."
     open_ids = self.unscored_ids()
     for step in range(1, len(self.order) + 1):
         position = (self.position + step) % len(self.order)
-        if self.order[position] in open_ids: return self.go_to(position)
+        if self.order[position] == self.completion_id: continue
+        if self.is_open(position, open_ids): return self.go_to(position)
     self._say(f"All {len(self.order)} items are scored.")
     return self.position
 
@@ -471,7 +540,7 @@ def set_score(self:ScorePanel, criterion:str|int, # a label (`"B"`) or a row (`1
     if self.scores().get(label) == score:
         self.refresh()
         return None
-    event = self.store.set_score(self.completion_id, label, score, self.rater, seconds=self.seconds_on_item())
+    event = self.store.set_score(self.completion_id, label, score, self.rater, seconds=self.seconds_on_item(), repeat=self.is_repeat)
     done = f"Saved {self.item.category} {label} = {_level_text(score)}" if score is not None else f"Cleared {self.item.category} {label}"
     self._say(f"{done} at {event['time'][11:19]} UTC ({event['seconds']:.0f} s on this item).")
     self.refresh()
@@ -495,7 +564,7 @@ def score_focused(self:ScorePanel, score:float|None)->dict|None:
 def set_note(self:ScorePanel, note:str)->dict|None:
     "Record the rater's note on the item shown (`\"\"` clears it); None when it did not change."
     if note == self.note(): return None
-    event = self.store.set_note(self.completion_id, self.rater, note, seconds=self.seconds_on_item())
+    event = self.store.set_note(self.completion_id, self.rater, note, seconds=self.seconds_on_item(), repeat=self.is_repeat)
     self._say(f"Saved the note at {event['time'][11:19]} UTC.")
     self.refresh()
     return event
@@ -551,7 +620,7 @@ class ScoringSession:
                  completions:pd.DataFrame|None=None, # default: `load_completions()`
                  store:ScoreStore|None=None, # default: `ScoreStore(completions=completions)`
                  rater_path:str|Path|None=None, # where the name is remembered (default `rater_file()`)
-                 **panel_options, # `blind`, `order`, `seed` for the panel
+                 **panel_options, # `blind`, `order`, `seed`, `reshow` for the panel
                 ):
         self.completions = load_completions() if completions is None else completions
         self.rater_path, self.panel_options, self.panel = rater_path, panel_options, None
@@ -599,16 +668,17 @@ def todo_items(store:ScoreStore, # the store; its completions table holds the pa
                rater:str, # whose scores
                order:str="panel", # `panel`: the scoring notebook's blind order; `prompt`: by category and prompt
                seed:int=0, # the panel's seed (the scoring notebook's is 0)
+               reshow:float=RESHOW_SHARE, # the panel's share of second showings (they shift the item numbers; never listed)
               )->pd.DataFrame:
     "The completions `rater` has not fully scored: item number in the panel, category, criteria left, prompt start, id."
     if order not in TODO_ORDERS: raise TinyscaleError(f"order {order!r}: use one of {', '.join(TODO_ORDERS)}")
     table = store.completions.drop_duplicates("completion_id").set_index("completion_id", drop=False)
-    panel_order, left = scoring_order(table, "interleaved", seed), set(store.unscored(rater))
+    (panel_order, second_showings), left = reshow_order(scoring_order(table, "interleaved", seed), reshow, seed), set(store.unscored(rater))
     current = store.current(rater)
     done = current.groupby("completion_id").criterion.apply(set).to_dict() if len(current) else {}
     rows = []
     for item, cid in enumerate(panel_order, start=1):
-        if cid not in left: continue
+        if cid not in left or item - 1 in second_showings: continue
         category, prompt = table.at[cid, "category"], table.at[cid, "prompt"]
         labels = [c.label for c in store.rubric.for_category(category)]
         rows.append(dict(item=item, category=category, criteria_left=sum(l not in done.get(cid, ()) for l in labels),
@@ -633,9 +703,10 @@ def _counts(items:pd.DataFrame, table:pd.DataFrame, by:list[str])->pd.DataFrame:
 
 def todo_text(store:ScoreStore, rater:str, order:str="panel", seed:int=0,
               ids:bool=False, # list the items (else counts only)
+              reshow:float=RESHOW_SHARE, # the panel's share of second showings
              )->str:
     "What `rater` has left to score, in words that name no model: counts, or with `ids` the items and their panel numbers."
-    items, total = todo_items(store, rater, order, seed), store.completions.completion_id.nunique()
+    items, total = todo_items(store, rater, order, seed, reshow), store.completions.completion_id.nunique()
     if not len(items): return f"{rater}: all {total} completion(s) are fully scored.\n"
     how = (f"in the panel's blind order (interleaved, seed {seed}); 'item' is the item number to type in the panel's item box"
            if order == "panel" else "by prompt (categories in rubric order, then prompts; a prompt's completions in item order)")

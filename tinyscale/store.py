@@ -17,9 +17,9 @@ from .rubric import CATEGORIES, SCORE_LEVELS, Criterion, Rubric, check_score, lo
 from .completions import completions_dir, load_completions
 
 # %% auto #0
-__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES', 'judge_rater',
-           'is_judge', 'legacy_rater_file_name', 'rater_file_name', 'rater_file_names', 'check_source', 'event_problem',
-           'ScoreStore', 'rater_hint', 'add_store_options', 'completion_paths', 'store_from_args',
+__all__ = ['EVENT_FIELDS', 'REQUIRED_EVENT_FIELDS', 'REPEAT_FIELD', 'JUDGE_PREFIX', 'CACHE_FOLDER', 'CACHE_AFTER_LINES',
+           'judge_rater', 'is_judge', 'legacy_rater_file_name', 'rater_file_name', 'rater_file_names', 'check_source',
+           'event_problem', 'ScoreStore', 'rater_hint', 'add_store_options', 'completion_paths', 'store_from_args',
            'add_progress_command']
 
 # %% ../nbs/06_store.ipynb #cbcb3582
@@ -34,6 +34,7 @@ EVENT_FIELDS = ("completion_id", # the completion scored (see `tinyscale.complet
                 "note",      # free text, or `null`
                 "source")    # `manual`, `import` or `judge:<model>`
 REQUIRED_EVENT_FIELDS = ("completion_id", "category", "criterion", "score", "rater", "time", "source")
+REPEAT_FIELD = "repeat" # optional, written only as `true`: the event scores an item shown again to measure consistency
 
 # %% ../nbs/06_store.ipynb #4a124a8a
 JUDGE_PREFIX = "judge:"
@@ -47,7 +48,7 @@ def is_judge(rater:str)->bool:
     return rater.startswith(JUDGE_PREFIX)
 
 # %% ../nbs/06_store.ipynb #389d12fd
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,79}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._+-]{0,79}")
 
 def legacy_rater_file_name(rater:str)->str:
     "The file name stores written before names were made one-to-one used: other characters became `_` (`a b` and `a_b` shared one)."
@@ -94,6 +95,8 @@ def event_problem(record, # a decoded JSON line
     if seconds is not None and not (_is_number(seconds) and math.isfinite(seconds) and seconds >= 0):
         return f"seconds {seconds!r} is not a non-negative number"
     if record.get("note") is not None and not isinstance(record["note"], str): return f"note {record['note']!r} is not text"
+    if REPEAT_FIELD in record and not isinstance(record[REPEAT_FIELD], bool):
+        return f"repeat {record[REPEAT_FIELD]!r} is not true or false"
     try: check_source(record["source"])
     except TinyscaleError as e: return str(e)
     if file_name is not None and file_name not in rater_file_names(record["rater"]):
@@ -126,6 +129,8 @@ def _surely_valid(record, # a decoded JSON line
     for name in ("prompt_id", "model", "config_hash", "note"):
         value = get(name)
         if value is not None and type(value) is not str: return False
+    repeat = get("repeat", False)
+    if repeat is not False and repeat is not True: return False
     seconds = get("seconds")  # a float this large may be a big integer that orjson rounded: leave it to `json`
     if seconds is not None and not (type(seconds) in (int, float) and 0 <= seconds < 2 ** 53): return False
     return source in _PLAIN_SOURCES or (source.startswith(JUDGE_PREFIX) and len(source) > len(JUDGE_PREFIX))
@@ -171,7 +176,7 @@ class _Events:
     def __init__(self):
         self.strings = {name: _Strings() for name in _CODED}
         self.arrays = {name: np.zeros(0, np.int32) for name in _CODED}
-        self.arrays.update(score=np.zeros(0), seconds=np.zeros(0), kind=np.zeros(0, np.int8),
+        self.arrays.update(score=np.zeros(0), seconds=np.zeros(0), kind=np.zeros(0, np.int8), repeat=np.zeros(0, bool),
                            time=_object_array([]), note=_object_array([]))
         self.big = {}  # row -> seconds too large for a float to hold exactly
         # the times of the first rows, as read from a cache: UTF-8 bytes and offsets, decoded only for the rows asked for
@@ -198,6 +203,7 @@ class _Events:
             else: kinds.append(_SECONDS_BIG); values.append(math.nan); self.big[row] = seconds
         pending["time"] += [r["time"] for r in records]
         pending["note"] += [r.get("note") for r in records]
+        pending["repeat"] += [r.get(REPEAT_FIELD) is True for r in records]
         self.n += len(records)
 
     def columns(self)->dict[str, np.ndarray]:
@@ -253,7 +259,7 @@ class _Events:
 # %% ../nbs/06_store.ipynb #04501e4c
 CACHE_FOLDER = ".cache" # in the scores folder: each log's parsed events, derived from the log and never required
 CACHE_AFTER_LINES = 10_000 # a log's cache is rewritten once this many lines were parsed past it
-_CACHE_VERSION, _WINDOW = 1, 4096
+_CACHE_VERSION, _WINDOW = 2, 4096  # version 2 holds the `repeat` column
 
 class _RaterLog:
     "The valid events of one rater file, parsed incrementally, with a columnar cache of what was parsed."
@@ -364,7 +370,7 @@ def _write_cache(self:_RaterLog):
     for name in _CODED:
         payload[name] = columns[name]
         payload[f"{name}.text"], payload[f"{name}.offsets"] = _pack_strings(events.strings[name].values)
-    for name in ("score", "seconds", "kind"): payload[name] = columns[name]
+    for name in ("score", "seconds", "kind", "repeat"): payload[name] = columns[name]
     (packed, offsets), (text, more) = events.packed_time, _pack_strings(columns["time"].tolist())
     payload["time.text"] = np.concatenate([np.frombuffer(packed, np.uint8), text])
     payload["time.offsets"] = np.concatenate([offsets, more[1:] + offsets[-1]])
@@ -402,7 +408,7 @@ def _load_cache(self:_RaterLog):
             for name in _CODED:
                 events.strings[name] = _Strings(_unpack_strings(saved[f"{name}.text"], saved[f"{name}.offsets"]))
                 events.arrays[name] = saved[name].astype(np.int32)
-            for name in ("score", "seconds", "kind"): events.arrays[name] = saved[name]
+            for name in ("score", "seconds", "kind", "repeat"): events.arrays[name] = saved[name]
             events.packed_time = (saved["time.text"].tobytes(), saved["time.offsets"])
             events.n = len(events.arrays["score"])
             events.arrays["note"] = np.empty(events.n, dtype=object)  # None
@@ -418,19 +424,24 @@ def _load_cache(self:_RaterLog):
 # %% ../nbs/06_store.ipynb #5f1a0c0a
 @patch
 def latest_rows(self:_RaterLog)->np.ndarray:
-    "Rows of the latest event of each (completion, criterion, rater) that has a criterion, in the order the keys first appear."
+    "Rows of the latest non-repeat event of each (completion, criterion, rater) that has a criterion, in the order the keys first appear."
     state = (self.generation, len(self.events))
     if getattr(self, "_latest_state", None) == state: return self._latest
     columns, strings = self.events.columns(), self.events.strings
     key = ((columns["completion_id"].astype(np.int64) * len(strings["criterion"].values) + columns["criterion"])
            * len(strings["rater"].values) + columns["rater"])
     no_criterion = strings["criterion"].codes.get("")
-    scored = np.flatnonzero(columns["criterion"] != no_criterion) if no_criterion is not None else np.arange(len(key))
+    plain = ~columns["repeat"]  # a repeat is never a current score
+    scored = np.flatnonzero(plain & (columns["criterion"] != no_criterion) if no_criterion is not None else plain)
     keys = pd.Series(key[scored])
     last = scored[~keys.duplicated(keep="last").to_numpy()]
     first_keys = keys[~keys.duplicated(keep="first").to_numpy()].to_numpy()
     self._latest, self._latest_state = last[pd.Index(key[last]).get_indexer(first_keys)], state
     return self._latest
+
+def _plain_rows(events:_Events, repeats:bool=False)->np.ndarray:
+    "Every row of `events`, or (the default) every row that is not a repeat."
+    return np.arange(len(events)) if repeats else np.flatnonzero(~events.columns()["repeat"])
 
 def _of_rater(events:_Events, rows:np.ndarray, rater:str|None)->np.ndarray:
     "The `rows` whose rater is `rater` (all of them for None)."
@@ -526,7 +537,9 @@ def _check_seconds(seconds)->float|None:
 
 def _make_event(key:dict, # the completion's `_COMPLETION_KEY` fields
                 criterion:str, score, rater:str, seconds=None, note=None, source="manual",
-                rubric:Rubric|None=None)->dict:
+                rubric:Rubric|None=None,
+                repeat:bool=False, # the score of an item shown again: written with `"repeat": true`
+               )->dict:
     "A validated event (raises `TinyscaleError` naming the completion, criterion and value)."
     rater, seconds, source = _check_rater(rater), _check_seconds(seconds), check_source(source)
     what = f"completion {key['completion_id']} ({key['category']})"
@@ -543,7 +556,7 @@ def _make_event(key:dict, # the completion's `_COMPLETION_KEY` fields
     if note is not None and not isinstance(note, str): raise TinyscaleError(f"{what}: note {note!r} is not text")
     return dict(completion_id=key["completion_id"], prompt_id=key["prompt_id"], model=key["model"],
                 config_hash=key["config_hash"] or "", category=key["category"], criterion=criterion, score=score,
-                rater=rater, time=utc_now(), seconds=seconds, note=note, source=source)
+                rater=rater, time=utc_now(), seconds=seconds, note=note, source=source, **({REPEAT_FIELD: True} if repeat else {}))
 
 # %% ../nbs/06_store.ipynb #00da4300
 @patch
@@ -569,28 +582,33 @@ def set_score(self:ScoreStore, completion_id:str, # the completion scored
               seconds:float|None=None, # time spent on the item
               note:str|None=None, # optional note
               source:str="manual", # `manual`, `import` or `judge:<model>`
+              repeat:bool=False, # the score of an item shown again (never changes the current score)
              )->dict:
     "Record one score: validated, then appended and fsynced before returning the event."
-    event = _make_event(self._key(completion_id), criterion, score, rater, seconds, note, source, self.rubric)
+    event = _make_event(self._key(completion_id), criterion, score, rater, seconds, note, source, self.rubric, repeat)
     self._append([event])
     return event
 
 @patch
 def set_note(self:ScoreStore, completion_id:str, rater:str,
              note:str, # the note; `""` clears it
-             seconds:float|None=None)->dict:
+             seconds:float|None=None,
+             repeat:bool=False, # written on an item shown again (never changes the current note)
+            )->dict:
     "Record a note on a completion (an event with criterion `\"\"` and no score)."
     if not isinstance(note, str): raise TinyscaleError(f"completion {completion_id}: note {note!r} is not text")
-    event = _make_event(self._key(completion_id), "", None, rater, seconds, note, "manual", self.rubric)
+    event = _make_event(self._key(completion_id), "", None, rater, seconds, note, "manual", self.rubric, repeat)
     self._append([event])
     return event
 
 @patch
 def set_scores(self:ScoreStore, scores:list[dict], # each with completion_id, criterion, score, optional seconds and note
-               rater:str, source:str="manual")->list[dict]:
+               rater:str, source:str="manual",
+               repeat:bool=False, # the scores of an item shown again (never change the current scores)
+              )->list[dict]:
     "Record many scores of one rater at once: all are validated first, then written in one synced write."
     events = [_make_event(self._key(s["completion_id"]), s["criterion"], s["score"], rater,
-                          s.get("seconds"), s.get("note"), source, self.rubric) for s in scores]
+                          s.get("seconds"), s.get("note"), source, self.rubric, repeat) for s in scores]
     if events: self._append(events)
     return events
 
@@ -605,8 +623,8 @@ def _read_logs(self:ScoreStore, rater:str|None=None)->list[_RaterLog]:
 
 @patch
 def _events(self:ScoreStore, rater:str|None=None)->list[dict]:
-    "Valid events of `rater` (or of everyone), in file order."
-    return [e for log in self._read_logs(rater) for e in log.events.records(_of_rater(log.events, np.arange(len(log.events)), rater))]
+    "Valid non-repeat events of `rater` (or of everyone), in file order."
+    return [e for log in self._read_logs(rater) for e in log.events.records(_of_rater(log.events, _plain_rows(log.events), rater))]
 
 @patch
 def _latest(self:ScoreStore, rater:str|None=None)->dict:
@@ -616,9 +634,14 @@ def _latest(self:ScoreStore, rater:str|None=None)->dict:
 
 # %% ../nbs/06_store.ipynb #dd0ae10e
 @patch
-def events(self:ScoreStore, rater:str|None=None)->pd.DataFrame:
-    "Every valid event (history included) of `rater`, or of everyone, in the order written."
-    return _events_frame([(log.events, _of_rater(log.events, np.arange(len(log.events)), rater)) for log in self._read_logs(rater)])
+def events(self:ScoreStore, rater:str|None=None,
+           repeats:bool=False, # also the repeat events, with a last column `repeat`
+          )->pd.DataFrame:
+    "Every valid event (history included) of `rater`, or of everyone, in the order written; repeats only when asked for."
+    parts = [(log.events, _of_rater(log.events, _plain_rows(log.events, repeats), rater)) for log in self._read_logs(rater)]
+    frame = _events_frame(parts)
+    if repeats: frame[REPEAT_FIELD] = np.concatenate([np.zeros(0, bool)] + [e.columns()["repeat"][rows] for e, rows in parts])
+    return frame
 
 @patch
 def _positions(self:ScoreStore)->dict:
@@ -657,6 +680,7 @@ class _RaterIndex:
     def __init__(self, generation:int=-1):
         self.generation, self.applied, self.completions = generation, 0, -1
         self.scores, self.notes, self.done, self.touched = {}, {}, set(), set()
+        self.repeat_scores, self.repeat_notes = {}, {}  # the same, from the repeat events only
 
 @patch
 def _index(self:ScoreStore, rater:str)->_RaterIndex:
@@ -667,24 +691,32 @@ def _index(self:ScoreStore, rater:str)->_RaterIndex:
     code = events.strings["rater"].codes.get(rater)
     if index.applied < len(events) and code is not None:
         cids, labels = events.strings["completion_id"].values, events.strings["criterion"].values
-        for r, c, k, score, note in zip(*events.tail(index.applied, ("rater", "completion_id", "criterion", "score", "note"))):
+        for r, c, k, score, note, repeat in zip(*events.tail(index.applied, ("rater", "completion_id", "criterion", "score", "note", "repeat"))):
             if r != code: continue
+            scores, notes = (index.repeat_scores, index.repeat_notes) if repeat else (index.scores, index.notes)
             if labels[k]:
-                index.scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
-                index.touched.add(cids[c])
-            elif note is not None: index.notes[cids[c]] = note  # a note of the completion, not of one of its scores
+                scores.setdefault(cids[c], {})[labels[k]] = None if score != score else score
+                if not repeat: index.touched.add(cids[c])
+            elif note is not None: notes[cids[c]] = note  # a note of the completion, not of one of its scores
     index.applied = len(events)
     return index
 
 @patch
-def scores_for(self:ScoreStore, completion_id:str, rater:str)->dict:
+def scores_for(self:ScoreStore, completion_id:str, rater:str,
+               repeat:bool=False, # the latest repeat scores instead (what the rater gave the item shown again)
+              )->dict:
     "`rater`'s current scores of one completion, `{criterion label: score}`."
-    return {label: score for label, score in self._index(rater).scores.get(completion_id, {}).items() if score is not None}
+    index = self._index(rater)
+    scores = index.repeat_scores if repeat else index.scores
+    return {label: score for label, score in scores.get(completion_id, {}).items() if score is not None}
 
 @patch
-def notes(self:ScoreStore, rater:str)->dict:
+def notes(self:ScoreStore, rater:str,
+          repeat:bool=False, # the latest notes written on items shown again instead
+         )->dict:
     "`rater`'s latest note of each completion, `{completion_id: note}` (cleared notes left out; a score's own note is not one)."
-    return {cid: note for cid, note in self._index(rater).notes.items() if note}
+    index = self._index(rater)
+    return {cid: note for cid, note in (index.repeat_notes if repeat else index.notes).items() if note}
 
 @patch
 def raters(self:ScoreStore)->list[str]:
