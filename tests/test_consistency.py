@@ -80,6 +80,9 @@ def test_an_imported_wide_csv_has_no_drift_and_says_so(workbook, cli):
     assert f"Drift of {RATER}: unknown. Drift is unknown: these scores were imported from a wide CSV, which records no scoring times" in drift.out
     csv = cli("consistency", "--rater", RATER, "--table", "drift", "--format", "csv", *scores_args(workbook), root=workbook)
     assert csv.out.splitlines()[1].endswith(",unknown")
+    by_row = cli("consistency", "--rater", RATER, "--table", "drift", "--order-by-row", *scores_args(workbook), root=workbook)
+    assert by_row.status == 0 and "taken in their file's row order, as asked (--order-by-row)" in by_row.out, by_row.err
+    assert "items are too few to tell the scoring order from the models and prompts" in by_row.out  # one completion per prompt
     both = cli("consistency", "--rater", RATER, *scores_args(workbook), root=workbook)
     assert both.status == 1 and "has no repeat scores" in both.err
 

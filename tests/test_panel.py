@@ -490,3 +490,16 @@ def test_second_showings_are_scored_as_repeats_and_change_no_current_score(tmp_p
     assert all(r["score"] == 0.0 for r in records if r.get("repeat")) and all("repeat" not in r for r in records if r["score"] == 1.0)
     assert panel.progress_text().startswith("40 / 40 scored") and panel.progress_text().endswith("4 / 4 shown again")
     assert ScorePanel(many, rubric, ScoreStore(tmp_path/"scores", completions=many, rubric=rubric), "ana", reshow=0.1).first_unscored() is None
+
+
+def test_next_unscored_stays_on_the_one_item_left_even_with_its_second_showing_waiting(tmp_path, rubric):
+    many = many_completions()
+    store = ScoreStore(tmp_path/"scores", completions=many, rubric=rubric)
+    panel = ScorePanel(many, rubric, store, "ana", reshow=0.1, clock=Clock())
+    last_again = max(panel.reshows)
+    item = panel.order[last_again]
+    store.set_scores([dict(completion_id=cid, criterion=c.label, score=1) for cid in many.completion_id if cid != item
+                      for c in rubric.for_category("Grammar")], "ana")
+    for q in panel.reshows - {last_again}: panel.go_to(q); [panel.set_score(c.label, 1) for c in panel.criteria]
+    panel.go_to(item)  # its first showing: the one item not fully scored
+    assert panel.next_unscored() == panel.order.index(item) and "All" not in panel.status.value

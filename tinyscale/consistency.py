@@ -80,11 +80,12 @@ def planted_events(completions:pd.DataFrame, # a completions table: completion_i
 PAIR_NAMES = ("first showing", "shown again") # the two "raters" of a self-agreement, for the notes
 _PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "time_a", "time_b")
 
-def _in_time_order(events:pd.DataFrame)->pd.DataFrame:
+def _in_time_order(events:pd.DataFrame, by_time:bool=True, # False: in file order (the order written)
+                  )->pd.DataFrame:
     "Events in time order, file order among equal times; a `repeat` column (False when absent)."
     repeat = events[REPEAT_FIELD].fillna(False).astype(bool) if REPEAT_FIELD in events.columns else False
     events = events.assign(**{REPEAT_FIELD: repeat, "_row": np.arange(len(events))})
-    return events.sort_values(["time", "_row"], kind="stable").drop(columns="_row")
+    return events.sort_values(["time", "_row"] if by_time else ["_row"], kind="stable").drop(columns="_row")
 
 def repeat_pairs(events:pd.DataFrame, # one rater's events, repeats included (`ScoreStore.events(rater, repeats=True)`)
                 )->pd.DataFrame:
@@ -119,11 +120,13 @@ def self_csv_table(table:pd.DataFrame)->pd.DataFrame:
 
 # %% ../nbs/25_consistency.ipynb #fa00a8ff
 def scored_items(events:pd.DataFrame, # one rater's events (repeats, if any, are left out)
+                 order_by_row:bool=False, # imported scores too, in the order written (their file's rows)
                 )->pd.DataFrame:
     "One row per item scored in the panel, in scoring order: `position` (0, 1, ...), the mean current `score`, model, prompt, category."
     columns = ["completion_id", "position", "category", "model", "prompt_id", "score", "scores", "time"]
-    ordered = _in_time_order(events)
-    ordered = ordered[~ordered[REPEAT_FIELD] & (ordered["criterion"] != "") & (ordered["source"] == "manual")]
+    ordered = _in_time_order(events, by_time=not order_by_row)
+    sources = ["manual", "import"] if order_by_row else ["manual"]
+    ordered = ordered[~ordered[REPEAT_FIELD] & (ordered["criterion"] != "") & ordered["source"].isin(sources)]
     current = ordered.drop_duplicates(["completion_id", "criterion"], keep="last")
     current = current[current.score.notna()].astype({"score": float})
     if not len(current): return pd.DataFrame(columns=columns)
@@ -163,9 +166,11 @@ def _drift_word(fit:dict)->str:
     return "stricter" if fit["high"] < 0 else "more lenient" if fit["low"] > 0 else "none detected"
 
 def drift_table(events:pd.DataFrame, # one rater's events (`ScoreStore.events(rater)`)
-                confidence:float=CONFIDENCE)->pd.DataFrame:
+                confidence:float=CONFIDENCE,
+                order_by_row:bool=False, # the imported scores' rows are in the order they were scored
+               )->pd.DataFrame:
     "The drift of a rater's scores over the scoring order, overall (`category` empty) and per category; `attrs['note']` says why one is unknown."
-    items, rows = scored_items(events), []
+    items, rows = scored_items(events, order_by_row), []
     present = set(items.category)
     for category in [""] + [c for c in CATEGORIES if c in present] + sorted(present - set(CATEGORIES)):
         part = items if not category else items[items.category == category]
@@ -176,11 +181,16 @@ def drift_table(events:pd.DataFrame, # one rater's events (`ScoreStore.events(ra
     table = pd.DataFrame(rows, columns=list(DRIFT_COLUMNS)).astype({"items": int, "scores": int})
     scored = events[(events["criterion"] != "") & events["score"].notna()]
     imported = int((scored["source"] == "import").sum())
-    table.attrs["note"] = (f"{imported} imported score(s) left out: a wide CSV records no scoring times, so their order is unknown."
-                           if imported and len(items) else
-                           "Drift is unknown: these scores were imported from a wide CSV, which records no scoring times, "
-                           "so the order in which they were given is not known." if imported else
-                           "Drift is unknown: no scores." if not len(items) else "")
+    notes = []
+    if imported and order_by_row: notes.append(f"{imported} imported score(s) taken in their file's row order, as asked (--order-by-row).")
+    elif imported and len(items): notes.append(f"{imported} imported score(s) left out: a wide CSV records no scoring times, so their order is unknown.")
+    elif imported: notes.append("Drift is unknown: these scores were imported from a wide CSV, which records no scoring times, "
+                                "so the order in which they were given is not known.")
+    elif not len(items): notes.append("Drift is unknown: no scores.")
+    if len(items) and table.drift[0] == "unknown":
+        notes.append(f"Drift is unknown: {len(items)} items are too few to tell the scoring order from the models and prompts "
+                     "(each prompt needs items of several models, scored at different times).")
+    table.attrs["note"] = " ".join(notes)
     return table
 
 # %% ../nbs/25_consistency.ipynb #ed56916b
@@ -221,6 +231,7 @@ def rater_consistency(store:ScoreStore, # the score store
                       rater:str, # a person who scored in it
                       seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
                       self_agreement_needed:bool=True, # refuse a rater with no item shown again (else: drift only)
+                      order_by_row:bool=False, # imported scores were scored in their file's row order
                      )->Consistency:
     "The self-agreement and drift of one rater of `store`."
     rater = store.check_rater(rater)
@@ -232,7 +243,8 @@ def rater_consistency(store:ScoreStore, # the score store
                              "(the blind panel shows some with reshow > 0), so self-agreement cannot be measured; --table drift shows the drift alone")
     table = self_agreement(pairs, store.rubric, seed, n_resamples, confidence) if len(pairs) else None
     plain = events[~events[REPEAT_FIELD]]
-    return Consistency(rater, pairs, table, scored_items(plain), drift_table(plain, confidence), seed, n_resamples, confidence, store.rubric)
+    return Consistency(rater, pairs, table, scored_items(plain, order_by_row), drift_table(plain, confidence, order_by_row),
+                       seed, n_resamples, confidence, store.rubric)
 
 # %% ../nbs/25_consistency.ipynb #7ce40e6c
 CEILING_COLUMNS = ("judge", "n", "exact", "exact_ci_low", "exact_ci_high", "self_n", "self_exact", "self_ci_low", "self_ci_high")
@@ -412,7 +424,8 @@ def _consistency_command(args)->int:
         return 0
     if args.rater is None: raise TinyscaleError("--rater: name the person whose consistency to measure (or --table raters for everyone)")
     tables = (args.table,) if args.table else (("self",) if args.format == "csv" else CONSISTENCY_TABLES)
-    result = rater_consistency(store, args.rater, args.seed, args.resamples, self_agreement_needed="self" in tables)
+    result = rater_consistency(store, args.rater, args.seed, args.resamples, self_agreement_needed="self" in tables,
+                               order_by_row=args.order_by_row)
     if "self" in tables and args.format != "csv": result = with_judges(store, result)
     print(render_consistency(result, args.format, tables), end="")
     return 0
@@ -423,6 +436,8 @@ def add_cli(parser):
     parser.add_argument("--table", choices=(*CONSISTENCY_TABLES, "raters"), default=None,
                         help="self (self-agreement on items shown again), drift (strictness over time) or raters (agreement between "
                              "every two people); default self and drift (self for csv)")
+    parser.add_argument("--order-by-row", action="store_true",
+                        help="an imported wide CSV's rows are in the order they were scored (else its drift is unknown)")
     add_store_options(parser)
     add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES))
     parser.set_defaults(handler=_consistency_command)

@@ -511,7 +511,7 @@ def next_unscored(self:ScorePanel)->int:
     open_ids = self.unscored_ids()
     for step in range(1, len(self.order) + 1):
         position = (self.position + step) % len(self.order)
-        if self.order[position] == self.completion_id: continue
+        if position != self.position and self.order[position] == self.completion_id: continue
         if self.is_open(position, open_ids): return self.go_to(position)
     self._say(f"All {len(self.order)} items are scored.")
     return self.position
