@@ -224,3 +224,43 @@ def test_ordinal_maps_every_combination_and_runs_from_the_command_line(cli, judg
     assert data["method"] == "ordinal" and len(data["mapping"]) == 3 * 18  # three scores of one judge, per criterion
     saved = json.loads((root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json").read_text())
     assert saved["method"] == "ordinal"
+
+
+def test_judge_with_a_calibration_writes_nothing_when_no_judgment_came(cli, judged, monkeypatch):
+    from tinyscale.completions import append_completions, example_completion
+    root, store = judged
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:claude-haiku-4-5", "--resamples", "200", root=root).status == 1  # no such rater yet
+    scores = store.current("judge:gpt-4o-mini")
+    store.set_scores([dict(completion_id=r.completion_id, criterion=r.criterion, score=r.score) for r in scores.itertuples()],
+                     rater="judge:claude-haiku-4-5", source="judge:claude-haiku-4-5")
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:claude-haiku-4-5", "--resamples", "200", "--write", root=root).status == 0
+    path = root / "data" / "judge" / "calibration" / "judge_claude-haiku-4-5_cal_to_ana.json"
+    new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
+    append_completions(root / "new.jsonl", new)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    before = store_files(root)
+    status, out, err = cli("judge", "--backend", "anthropic", "--model", "claude-haiku-4-5", "--no-progress", "--completions", str(root / "new.jsonl"),
+                           "--calibration", str(path), root=root)
+    assert (status, err.strip()) == (1, "tinyscale: error: --backend anthropic: set ANTHROPIC_API_KEY in the environment (keys are read only from there)")
+    assert "calibrated:" not in out
+    assert {p: b for p, b in store_files(root).items() if "judge-cache" not in str(p)} == \
+        {p: b for p, b in before.items() if "judge-cache" not in str(p)}
+
+
+def test_judge_with_a_calibration_calibrates_what_came_when_some_judgments_fail(cli, judged):
+    from tinyscale.completions import append_completions, example_completion
+    from tinyscale.fake_judge import FakeJudgeServer
+    root, store = judged
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--write", root=root).status == 0
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
+    append_completions(root / "new.jsonl", new)
+    with FakeJudgeServer("openai", faults=["malformed", "malformed"]) as server:
+        status, out, err = cli("judge", "--backend", "openai", "--model", "gpt-4o-mini", "--base-url", server.url, "--no-progress",
+                               "--concurrency", "1", "--completions", str(root / "new.jsonl"), "--calibration", str(path), root=root)
+    assert status == 1 and "1 of 18 judgment(s) failed: 1 parse failure" in err
+    reopened = ScoreStore(root / "scores", completions=store.completions)
+    new_ids = {c.completion_id for c in new}
+    raw = reopened.current("judge:gpt-4o-mini").pipe(lambda s: s[s.completion_id.isin(new_ids)])
+    calibrated = reopened.current("judge:gpt-4o-mini+cal").pipe(lambda s: s[s.completion_id.isin(new_ids)])
+    assert 0 < len(calibrated) == len(raw) < 54 and f"calibrated: {len(raw)} event(s) written" in out

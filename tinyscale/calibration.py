@@ -22,7 +22,7 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
                                 json_records, markdown_table, row_name)
 from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
                                  prompt_slot, weighted_kappa)
-from .judge import _judge_from_args, _selected_completions, held_scores
+from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores
 
 # %% auto #0
 __all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_ordinal',
@@ -73,7 +73,7 @@ def apply_remap(mapping:dict, # from `fit_remap`
     return np.array([mapping.get((category, criterion), {}).get(scores, scores[0])
                      for category, criterion, scores in zip(pairs["category"], pairs["criterion"], _inputs(pairs, judges))], dtype=float)
 
-# %% ../nbs/24_calibration.ipynb #c34b13a6
+# %% ../nbs/24_calibration.ipynb #0214bc18
 def _one_hot(rows:list[tuple])->np.ndarray:
     "Each judge's score as three indicators (its levels are categories, not a scale the model must bend)."
     return np.array([[float(score == level) for score in row for level in SCORE_LEVELS] for row in rows], dtype=float).reshape(len(rows), -1)
@@ -325,9 +325,9 @@ def _calibrate_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     if args.method not in METHODS: raise TinyscaleError(f"--method {args.method!r}: use one of {', '.join(METHODS)}")
     if args.folds < 2: raise TinyscaleError(f"--folds {args.folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
+    if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is computed or written
     store = _store_from(args)
     calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples)
-    if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is written
     print(render_calibration(calibration, args.format), end="")
     if args.write:
         written = write_calibrated(store, calibration.fitted, calibration.judges, held_out_note(calibration))
@@ -360,16 +360,20 @@ def _calibrated_judge_scores(store:ScoreStore, saved:dict, rater:str)->pd.DataFr
 
 def _judge_then_calibrate(args, judge_command)->int:
     if args.calibration is None: return judge_command(args)
+    _check_numbers(args)
     saved = load_calibration(args.calibration)
     rater = _judge_from_args(args).rater
     if saved["judges"] != [rater]:
         raise TinyscaleError(f"--calibration {args.calibration}: fitted for {' + '.join(saved['judges'])}, not for {rater}")
     if args.dry_run: return judge_command(args)
     fitted = set(saved.get("fitted_completions", []))
-    error, status = None, 0
-    try: status = judge_command(args)
-    except TinyscaleError as e: error = e  # some judgments failed: calibrate the scores that came, then say so
     store = ScoreStore(args.store, completions=_selected_completions(args))
+    before = held_scores(store, rater)
+    error = None
+    try: status = judge_command(args)
+    except TinyscaleError as failed:  # after some judgments failed, calibrate the scores that came; when nothing came (a refused key), write nothing
+        if held_scores(store, rater) == before: raise
+        status, error = 1, failed
     calibrated = _calibrated_judge_scores(store, saved, rater)
     seen = calibrated["completion_id"].isin(fitted)  # their calibrated scores stay the held-out ones of `judge calibrate --write`
     written = write_calibrated(store, calibrated[~seen], [rater], saved_note(saved))
