@@ -8,7 +8,7 @@ import pytest
 
 from judge_support import make_workbook
 from tinyscale.agreement import weighted_kappa
-from tinyscale.calibration import CALIBRATION_COLUMNS, calibration_table, cross_fit, fit_remap, panel_pairs
+from tinyscale.calibration import CALIBRATION_COLUMNS, calibration_table, cross_fit, fit_ordinal, fit_remap, panel_pairs
 from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore
 
@@ -73,16 +73,17 @@ def simulated(seed=0, prompts=30, models=3):
     return pd.DataFrame(rows)
 
 
-def test_no_held_out_prediction_used_its_own_prompts_scores():
+@pytest.mark.parametrize("method", ["remap", "ordinal"])
+def test_no_held_out_prediction_used_its_own_prompts_scores(method):
     pairs = panel_pairs(simulated(), "ana", ["judge:x"])
-    fitted = cross_fit(pairs, ["judge:x"], folds=5, seed=3)
+    fitted = cross_fit(pairs, ["judge:x"], folds=5, seed=3, method=method)
     # one prompt text is one slot: the completion numbered import-<p> shares its fold with the pl-<p> ones
     assert fitted.prompt_slot.nunique() == 30 and fitted.groupby("prompt_slot").fold.nunique().max() == 1
     rng = np.random.default_rng(1)
     for slot in fitted.prompt_slot.unique():
         mine = (fitted.prompt_slot == slot).to_numpy()
         changed = pairs.assign(score_a=np.where(mine, rng.choice([0.0, 0.5, 1.0], len(pairs)), pairs.score_a))
-        again = cross_fit(changed, ["judge:x"], folds=5, seed=3)
+        again = cross_fit(changed, ["judge:x"], folds=5, seed=3, method=method)
         assert again.calibrated[mine].tolist() == fitted.calibrated[mine].tolist(), slot
         assert again.baseline[mine].tolist() == fitted.baseline[mine].tolist(), slot
     table = calibration_table(fitted, ["judge:x"], n_resamples=999)
@@ -134,7 +135,7 @@ def test_cli_csv_md_and_json(cli, judged):
     (["--b", "judge:nobody"], "tinyscale: error: rater 'judge:nobody' has no scores (raters: ana, judge:gpt-4o-mini)"),
     (["--b", "judge:gpt-4o-mini", "--folds", "1"], "tinyscale: error: --folds 1: use at least 2 folds (a mapping is tested on prompts it was not fitted on)"),
     (["--b", "judge:gpt-4o-mini", "--folds", "40"], "tinyscale: error: --folds 40: only 18 prompt slot(s) scored; use at most 18 folds"),
-    (["--b", "judge:gpt-4o-mini", "--method", "magic"], "tinyscale: error: --method 'magic': use one of remap"),
+    (["--b", "judge:gpt-4o-mini", "--method", "magic"], "tinyscale: error: --method 'magic': use one of remap, ordinal"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(cli, judged, change, message):
     root, _ = judged
@@ -208,3 +209,58 @@ def test_judge_with_a_saved_calibration_writes_calibrated_scores_of_new_completi
     assert f"calibrated: 54 event(s) written to {root / 'scores' / 'judge_gpt-4o-mini+cal.jsonl'} (remap, {path.name}); left out {len(kept)} score(s)" in out
     wrong = cli("judge", "--backend", "openai", "--model", "other-model", "--base-url", "http://127.0.0.1:9/v1", "--calibration", str(path), root=root)
     assert wrong.status == 1 and wrong.err.strip().endswith("fitted for judge:gpt-4o-mini, not for judge:other-model")
+
+
+def test_ordinal_maps_every_combination_and_runs_from_the_command_line(cli, judged):
+    # a panel of two judges: the ordinal model answers for all nine combinations of their scores, each a score level
+    pairs = panel_pairs(simulated().pipe(lambda s: pd.concat([s, s[s.rater == "judge:x"].assign(rater="judge:y")])), "ana", ["judge:x", "judge:y"])
+    mapping = fit_ordinal(pairs, ["judge:x", "judge:y"])
+    assert all(len(cells) == 9 and set(cells.values()) <= {0.0, 0.5, 1.0} for cells in mapping.values())
+    root, _ = judged
+    status, out, err = cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--method", "ordinal", "--resamples", "200",
+                           "--format", "json", "--write", root=root)
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["method"] == "ordinal" and len(data["mapping"]) == 3 * 18  # three scores of one judge, per criterion
+    saved = json.loads((root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json").read_text())
+    assert saved["method"] == "ordinal"
+
+
+def test_judge_with_a_calibration_writes_nothing_when_no_judgment_came(cli, judged, monkeypatch):
+    from tinyscale.completions import append_completions, example_completion
+    root, store = judged
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:claude-haiku-4-5", "--resamples", "200", root=root).status == 1  # no such rater yet
+    scores = store.current("judge:gpt-4o-mini")
+    store.set_scores([dict(completion_id=r.completion_id, criterion=r.criterion, score=r.score) for r in scores.itertuples()],
+                     rater="judge:claude-haiku-4-5", source="judge:claude-haiku-4-5")
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:claude-haiku-4-5", "--resamples", "200", "--write", root=root).status == 0
+    path = root / "data" / "judge" / "calibration" / "judge_claude-haiku-4-5_cal_to_ana.json"
+    new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
+    append_completions(root / "new.jsonl", new)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    before = store_files(root)
+    status, out, err = cli("judge", "--backend", "anthropic", "--model", "claude-haiku-4-5", "--no-progress", "--completions", str(root / "new.jsonl"),
+                           "--calibration", str(path), root=root)
+    assert (status, err.strip()) == (1, "tinyscale: error: --backend anthropic: set ANTHROPIC_API_KEY in the environment (keys are read only from there)")
+    assert "calibrated:" not in out
+    assert {p: b for p, b in store_files(root).items() if "judge-cache" not in str(p)} == \
+        {p: b for p, b in before.items() if "judge-cache" not in str(p)}
+
+
+def test_judge_with_a_calibration_calibrates_what_came_when_some_judgments_fail(cli, judged):
+    from tinyscale.completions import append_completions, example_completion
+    from tinyscale.fake_judge import FakeJudgeServer
+    root, store = judged
+    assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--write", root=root).status == 0
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
+    append_completions(root / "new.jsonl", new)
+    with FakeJudgeServer("openai", faults=["malformed", "malformed"]) as server:
+        status, out, err = cli("judge", "--backend", "openai", "--model", "gpt-4o-mini", "--base-url", server.url, "--no-progress",
+                               "--concurrency", "1", "--completions", str(root / "new.jsonl"), "--calibration", str(path), root=root)
+    assert status == 1 and "1 of 18 judgment(s) failed: 1 parse failure" in err
+    reopened = ScoreStore(root / "scores", completions=store.completions)
+    new_ids = {c.completion_id for c in new}
+    raw = reopened.current("judge:gpt-4o-mini").pipe(lambda s: s[s.completion_id.isin(new_ids)])
+    calibrated = reopened.current("judge:gpt-4o-mini+cal").pipe(lambda s: s[s.completion_id.isin(new_ids)])
+    assert 0 < len(calibrated) == len(raw) < 54 and f"calibrated: {len(raw)} event(s) written" in out

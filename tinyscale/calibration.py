@@ -1,4 +1,4 @@
-"""Fit a per-criterion mapping from an LLM judge's scores (or a panel of judges') to a researcher's, measured on held-out prompts against the constant baseline; `tinyscale judge calibrate`.
+"""Fit a per-criterion mapping from an LLM judge's scores (or a panel of judges') to a researcher's, measured on held-out prompts against the constant baseline; the calibrated scores as a rater of their own; `tinyscale judge calibrate`.
 
 Docs: https://tinyscale.github.io/tinyscale/calibration.html.md"""
 
@@ -8,9 +8,11 @@ Docs: https://tinyscale.github.io/tinyscale/calibration.html.md"""
 from __future__ import annotations
 import json, sys
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 import tinyscale
 from .core import TinyscaleError, add_options, atomic_write_text, data_path, utc_now
 from .rubric import SCORE_LEVELS, Rubric
@@ -18,16 +20,17 @@ from .completions import load_completions
 from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 json_records, markdown_table, row_name)
-from .agreement import (exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
+from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
                                  prompt_slot, weighted_kappa)
-from .judge import _judge_from_args, _selected_completions, held_scores
+from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores
 
 # %% auto #0
-__all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_mapping',
-           'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate', 'calibration_note',
-           'mapping_records', 'calibration_markdown', 'calibration_csv', 'calibration_json', 'render_calibration',
-           'calibrated_rater', 'write_calibrated', 'held_out_note', 'calibration_dir', 'calibration_record',
-           'save_calibration', 'load_calibration', 'apply_calibration', 'saved_note', 'add_cli', 'extend_cli']
+__all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_ordinal',
+           'fit_mapping', 'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate',
+           'calibration_note', 'mapping_records', 'calibration_markdown', 'calibration_csv', 'calibration_json',
+           'render_calibration', 'calibrated_rater', 'write_calibrated', 'held_out_note', 'calibration_dir',
+           'calibration_record', 'save_calibration', 'load_calibration', 'apply_calibration', 'saved_note', 'add_cli',
+           'extend_cli']
 
 # %% ../nbs/24_calibration.ipynb #81f3e2ee
 def panel_pairs(scores:pd.DataFrame, # tidy current scores of any raters (`ScoreStore.current()`)
@@ -46,7 +49,7 @@ def panel_pairs(scores:pd.DataFrame, # tidy current scores of any raters (`Score
     return pairs.reset_index(drop=True)
 
 # %% ../nbs/24_calibration.ipynb #c48f5d01
-METHODS = ("remap",)
+METHODS = ("remap", "ordinal")
 
 def _inputs(pairs:pd.DataFrame, judges:list[str])->list[tuple]:
     return [tuple(float(v) for v in row) for row in pairs[list(judges)].itertuples(index=False, name=None)]
@@ -70,14 +73,34 @@ def apply_remap(mapping:dict, # from `fit_remap`
     return np.array([mapping.get((category, criterion), {}).get(scores, scores[0])
                      for category, criterion, scores in zip(pairs["category"], pairs["criterion"], _inputs(pairs, judges))], dtype=float)
 
+# %% ../nbs/24_calibration.ipynb #0214bc18
+def _one_hot(rows:list[tuple])->np.ndarray:
+    "Each judge's score as three indicators (its levels are categories, not a scale the model must bend)."
+    return np.array([[float(score == level) for score in row for level in SCORE_LEVELS] for row in rows], dtype=float).reshape(len(rows), -1)
+
+def fit_ordinal(pairs:pd.DataFrame, # the training pairs (`panel_pairs`)
+                judges:list[str], # the panel, in order
+                C:float=1.0, # inverse strength of the L2 penalty
+               )->dict:
+    "`{(category, criterion): {judges' scores: most probable level}}` from a multinomial logistic model per criterion, for every combination."
+    combinations = list(product(SCORE_LEVELS, repeat=len(judges)))
+    mapping = {}
+    for (category, criterion), part in pairs.groupby(["category", "criterion"], sort=True):
+        levels = [LEVEL_INDEX[float(s)] for s in part["score_a"]]
+        if len(set(levels)) == 1: mapping[category, criterion] = {c: SCORE_LEVELS[levels[0]] for c in combinations}; continue
+        model = LogisticRegression(C=C, max_iter=1000).fit(_one_hot(_inputs(part, judges)), levels)
+        predicted = model.predict(_one_hot(combinations))
+        mapping[category, criterion] = {c: float(SCORE_LEVELS[int(p)]) for c, p in zip(combinations, predicted)}
+    return mapping
+
 # %% ../nbs/24_calibration.ipynb #04382b62
 def fit_mapping(pairs:pd.DataFrame, judges:list[str], method:str="remap")->dict:
     "The mapping of `method` fitted on `pairs`."
     if method not in METHODS: raise TinyscaleError(f"--method {method!r}: use one of {', '.join(METHODS)}")
-    return fit_remap(pairs, judges)
+    return fit_ordinal(pairs, judges) if method == "ordinal" else fit_remap(pairs, judges)
 
 def apply_mapping(mapping:dict, pairs:pd.DataFrame, judges:list[str], method:str="remap")->np.ndarray:
-    "The calibrated score of each row under a mapping of `method`."
+    "The calibrated score of each row under a mapping of `method` (both are tables: the ordinal model is tabulated)."
     return apply_remap(mapping, pairs, judges)
 
 def cross_fit(pairs:pd.DataFrame, # from `panel_pairs`
@@ -302,9 +325,9 @@ def _calibrate_command(args)->int:
     if args.resamples < 100: raise TinyscaleError(f"--resamples {args.resamples}: use at least 100 resamples")
     if args.method not in METHODS: raise TinyscaleError(f"--method {args.method!r}: use one of {', '.join(METHODS)}")
     if args.folds < 2: raise TinyscaleError(f"--folds {args.folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
+    if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is computed or written
     store = _store_from(args)
     calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples)
-    if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is written
     print(render_calibration(calibration, args.format), end="")
     if args.write:
         written = write_calibrated(store, calibration.fitted, calibration.judges, held_out_note(calibration))
@@ -337,16 +360,20 @@ def _calibrated_judge_scores(store:ScoreStore, saved:dict, rater:str)->pd.DataFr
 
 def _judge_then_calibrate(args, judge_command)->int:
     if args.calibration is None: return judge_command(args)
+    _check_numbers(args)
     saved = load_calibration(args.calibration)
     rater = _judge_from_args(args).rater
     if saved["judges"] != [rater]:
         raise TinyscaleError(f"--calibration {args.calibration}: fitted for {' + '.join(saved['judges'])}, not for {rater}")
     if args.dry_run: return judge_command(args)
     fitted = set(saved.get("fitted_completions", []))
-    error, status = None, 0
-    try: status = judge_command(args)
-    except TinyscaleError as e: error = e  # some judgments failed: calibrate the scores that came, then say so
     store = ScoreStore(args.store, completions=_selected_completions(args))
+    before = held_scores(store, rater)
+    error = None
+    try: status = judge_command(args)
+    except TinyscaleError as failed:  # after some judgments failed, calibrate the scores that came; when nothing came (a refused key), write nothing
+        if held_scores(store, rater) == before: raise
+        status, error = 1, failed
     calibrated = _calibrated_judge_scores(store, saved, rater)
     seen = calibrated["completion_id"].isin(fitted)  # their calibrated scores stay the held-out ones of `judge calibrate --write`
     written = write_calibrated(store, calibrated[~seen], [rater], saved_note(saved))
