@@ -222,7 +222,7 @@ def test_ordinal_maps_every_combination_and_runs_from_the_command_line(cli, judg
     assert status == 0, err
     data = json.loads(out)
     assert data["method"] == "ordinal" and len(data["mapping"]) == 3 * 18  # three scores of one judge, per criterion
-    saved = json.loads((root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json").read_text())
+    saved = json.loads((root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini+cal_to_ana.json").read_text())
     assert saved["method"] == "ordinal"
 
 
@@ -234,7 +234,7 @@ def test_judge_with_a_calibration_writes_nothing_when_no_judgment_came(cli, judg
     store.set_scores([dict(completion_id=r.completion_id, criterion=r.criterion, score=r.score) for r in scores.itertuples()],
                      rater="judge:claude-haiku-4-5", source="judge:claude-haiku-4-5")
     assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:claude-haiku-4-5", "--resamples", "200", "--write", root=root).status == 0
-    path = root / "data" / "judge" / "calibration" / "judge_claude-haiku-4-5_cal_to_ana.json"
+    path = root / "data" / "judge" / "calibration" / "judge_claude-haiku-4-5+cal_to_ana.json"
     new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
     append_completions(root / "new.jsonl", new)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
@@ -252,7 +252,7 @@ def test_judge_with_a_calibration_calibrates_what_came_when_some_judgments_fail(
     from tinyscale.fake_judge import FakeJudgeServer
     root, store = judged
     assert cli("judge", "calibrate", "--a", "ana", "--b", "judge:gpt-4o-mini", "--resamples", "200", "--write", root=root).status == 0
-    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini_cal_to_ana.json"
+    path = root / "data" / "judge" / "calibration" / "judge_gpt-4o-mini+cal_to_ana.json"
     new = [example_completion(r.prompt_id, r.category, r.prompt, r.completion, "fixture/TinyStories-8M") for r in store.completions.itertuples()]
     append_completions(root / "new.jsonl", new)
     with FakeJudgeServer("openai", faults=["malformed", "malformed"]) as server:
