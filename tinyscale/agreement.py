@@ -1,4 +1,4 @@
-"""How often two raters (the researcher and the LLM judge, or two people) give the same score, blind: exact and within-one agreement, weighted kappa, Krippendorff's alpha, bootstrap intervals, per-model leniency, confusion matrices, disagreements, and a separately labelled review.
+"""How often two raters (the researcher and the LLM judge, or two people) give the same score, blind: exact and within-one agreement, weighted kappa, Krippendorff's alpha, bootstrap intervals, per-model leniency, confusion matrices, disagreements, a separately labelled review, and a rater against themselves on items shown again.
 
 Docs: https://tinyscale.github.io/tinyscale/agreement.html.md"""
 

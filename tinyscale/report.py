@@ -1,4 +1,4 @@
-"""`tinyscale report`: the three tables, the paired differences, the paper comparison, the blind agreement with an LLM judge and the figures from one rater's scores, as Markdown, CSV or JSON.
+"""`tinyscale report`: the three tables, the paired differences, the paper comparison, the blind agreement with an LLM judge next to the rater's self-agreement, and the figures from one rater's scores, as Markdown, CSV or JSON.
 
 Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
