@@ -149,6 +149,40 @@ def test_baselines_post_shows_the_judges_blind_agreement(cli, tmp_path):
     assert sources.index("## Against the paper") < sources.index(JUDGE_SECTION) < judge_cell < sources.index("## What to watch for")
 
 
+def test_baselines_post_says_plainly_that_self_agreement_is_not_measured(executed):
+    "Imported scores were never shown again: the raters' section says so in one sentence, under its own heading."
+    notebook, root = executed[BASELINES]
+    report = report_from_store(root/"scores", root/"data"/"completions")
+    assert not report.self_agreement.measured
+    markdown = outputs(notebook, "text/markdown")
+    assert f"### Self-agreement of ada\n\n{report.self_agreement.headline()}" in markdown
+    assert report.self_agreement.headline().startswith("ada's agreement with themselves is not measured yet: no item was shown to ada")
+
+
+def test_baselines_post_sets_the_raters_self_agreement_next_to_the_judges(tmp_path):
+    "ada shown a fifth of her items again (one score in six changed) and a fake judge: the post holds the report's sentences."
+    root = scored_workbook(tmp_path/"shown-again")
+    store = ScoreStore(root/"scores", completions=load_completions(root/"data"/"completions"), rubric=load_rubric())
+    scores = store.current("ada")
+    again = scores[scores.completion_id.isin(scores.completion_id.unique()[::5])].reset_index(drop=True)
+    away = {0.0: 0.5, 0.5: 1.0, 1.0: 0.5}
+    store.set_scores([dict(completion_id=r.completion_id, criterion=r.criterion, score=away[r.score] if i % 6 == 0 else r.score)
+                      for i, r in enumerate(again.itertuples())], "ada", repeat=True)
+    add_fake_judge(root)
+    notebook = execute(BASELINES, root)
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    report = report_from_store(root/"scores", root/"data"/"completions")
+    own = report.self_agreement
+    assert own.measured and len(own.pairs) == len(again) and own.table.exact[0] < 1
+    markdown = outputs(notebook, "text/markdown")
+    section, = [text for text in markdown if text.startswith("### Blind agreement of judge:fake with ada\n")]
+    assert section.split("\n\n")[2] == own.ceiling(report.agreements[0])
+    assert "; ada agrees with themselves " in section.split("\n\n")[2]
+    mine, = [text for text in markdown if text.startswith("### Self-agreement of ada\n")]
+    assert mine.split("\n\n")[1:3] == [own.headline(), own.note()]
+    assert markdown.index(mine) < markdown.index(section)  # with the raters, before the judge's section
+
+
 def test_curves_post_shows_the_curves_and_the_order_of_emergence(executed):
     "The curves post shows its three figures, and its sentences and tables hold the numbers of `tinyscale curves` for the planted sweep."
     from tinyscale.curves import emergence_sentence

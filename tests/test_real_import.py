@@ -283,3 +283,23 @@ def test_todo_names_no_model(workbook, cli):
     assert "per category and prompt" in by_prompt.out and "A little bear could not find his way home after t…" in by_prompt.out
     for result in (counts, listed, by_prompt):
         assert "TinyStories" not in result.out and "import-" not in result.out and "run" not in result.out.split("\n", 1)[1]
+
+
+def test_todo_item_numbers_match_a_panel_opened_with_the_same_reshow(workbook, cli):
+    "The panel's second showings take item numbers: `--reshow R` numbers the items as a panel opened with `reshow=R` does."
+    from tinyscale.panel import RESHOW_SHARE, ScorePanel
+    imported_workbook(workbook, cli)
+    store = open_store(workbook)
+    numbers = {}
+    for reshow in (None, RESHOW_SHARE, 0.0, 0.3):
+        listed = cli("scores", "todo", "--rater", RATER, "--ids", *([] if reshow is None else ["--reshow", reshow]), *scores_args(workbook), root=workbook)
+        assert listed.status == 0, listed.err
+        items = [line.split() for line in listed.out.splitlines()[2:]]
+        panel = ScorePanel(store.completions, store.rubric, store, RATER, reshow=RESHOW_SHARE if reshow is None else reshow)
+        assert len(items) == 2 and all(panel.order[int(i[0]) - 1] == i[-1] for i in items), (reshow, items)
+        assert all(int(i[0]) - 1 not in panel.reshows for i in items)  # a second showing is never listed
+        numbers[reshow] = [int(i[0]) for i in items]
+    assert numbers[None] == numbers[RESHOW_SHARE]  # the default is the panel's
+    assert len({tuple(n) for n in numbers.values()}) > 1  # the share moves the numbers, so it must be the panel's
+    bad = cli("scores", "todo", "--rater", RATER, "--reshow", "0.6", *scores_args(workbook), root=workbook)
+    assert (bad.status, bad.out) == (1, "") and bad.err.count("\n") == 1 and "reshow 0.6: use a share between 0 (none) and 0.5" in bad.err

@@ -281,3 +281,60 @@ def test_a_review_of_the_judge_follows_the_blind_tables_labelled(cli, judged, tm
     _, out, _ = cli("report", *store_of(root), "--format", "json", "--resamples", "200")
     reviewed = json.loads(out)["agreements"][0]["reviewed_agreement"]
     assert reviewed["label"].startswith("reviewed agreement (not blind") and reviewed["rows"][0]["agreed"] == 2
+
+
+# The rater's self-agreement, the ceiling of the judge's: a person shown items again (a planted rater who gives an item shown
+# again its first score 80% of the time) and a judge of the same completions; the numbers are checked against
+# `tinyscale consistency`, which measures the same pairs.
+
+def planted_workbook(root):
+    "Planted events of `ana` (a quarter of 80 items shown again) and of `judge:x` (ana's first scores, one in four a level away)."
+    from tinyscale.completions import append_completions, example_completion
+    from tinyscale.consistency import planted_events
+    table = pd.DataFrame([example_completion(f"gr-{i:03d}", "Grammar", f"prompt {i}", f" story {i} by {model}", model).to_dict()
+                          for i in range(40) for model in ("m-1M", "m-8M")])
+    append_completions(root/"completions"/"run.jsonl", [example_completion(r.prompt_id, r.category, r.prompt, r.completion, r.model)
+                                                       for r in table.itertuples()])
+    events = planted_events(table, "ana", repeats=0.25, seed=2)
+    away = {0.0: 0.5, 0.5: 1.0, 1.0: 0.5}
+    judged = [{**e, "rater": "judge:x", "source": "judge:x", "score": away[e["score"]] if i % 4 == 0 else e["score"]}
+              for i, e in enumerate(e for e in events if not e.get("repeat"))]
+    (root/"scores").mkdir(parents=True)
+    for name, rows in (("ana", events), ("judge_x", judged)):
+        (root/"scores"/f"{name}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in rows), encoding="utf-8")
+    return ["--store", root/"scores", "--completions", root/"completions", "--resamples", "300"]
+
+
+def test_the_report_sets_the_raters_self_agreement_next_to_the_judges(cli, workbook):
+    where = planted_workbook(workbook)
+    measured = json.loads(cli("consistency", "--rater", "ana", "--format", "json", *where, root=workbook).out)
+    ceiling, = measured["ceiling"]
+    assert ceiling.startswith("judge:x agrees with ana ") and "; ana agrees with themselves " in ceiling
+    status, out, err = cli("report", *where, root=workbook)
+    assert (status, err) == (0, "")
+    section = out[out.index("## Blind agreement of judge:x with ana\n"):]
+    assert section.split("\n\n")[2] == ceiling  # right after the judge's blind headline
+    own = out[out.index("## Self-agreement of ana\n"):]
+    assert own.split("\n\n")[1] == measured["self_headline"]
+    overall = measured["self_agreement"][0]
+    assert markdown_rows(own, "## Self-agreement of ana")[0][:3] == [
+        "All criteria", str(overall["n"]), f"{overall['exact']:.0%} [{overall['exact_ci_low']:.0%}, {overall['exact_ci_high']:.0%}]"]
+    status, out, _ = cli("report", *where, "--format", "json", root=workbook)
+    data = json.loads(out)["self_agreement"]
+    assert status == 0 and (data["measured"], data["headline"], data["ceiling"]) == (True, measured["self_headline"], [ceiling])
+    assert data["table"] == measured["self_agreement"]
+    status, out, _ = cli("report", *where, "--format", "csv", root=workbook)
+    assert status == 0 and out.splitlines()[0] == HEADER and "themselves" not in out
+
+
+def test_a_report_says_plainly_that_self_agreement_is_not_measured(cli, judged):
+    "Imported scores have no second showings: one sentence says so, in the judge's section and at the end of the agreement."
+    status, out, _ = cli("report", *store_of(judged), "--resamples", "200")
+    assert status == 0
+    section = out[out.index("## Blind agreement of judge:fake with ada\n"):]
+    assert "; ada's agreement with themselves is not measured yet (no item shown again): the most a judge" in section.split("\n\n")[2]
+    assert out[out.index("## Self-agreement of ada\n"):].split("\n\n")[1].startswith(
+        "ada's agreement with themselves is not measured yet: no item was shown to ada a second time and scored")
+    status, out, _ = cli("report", *store_of(judged), "--format", "json", "--resamples", "200")
+    data = json.loads(out)["self_agreement"]
+    assert (data["measured"], data["table"], data["items"]) == (False, [], 0)

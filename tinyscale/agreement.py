@@ -1,4 +1,4 @@
-"""How often two raters (the researcher and the LLM judge, or two people) give the same score, blind: exact and within-one agreement, weighted kappa, Krippendorff's alpha, bootstrap intervals, per-model leniency, confusion matrices, disagreements, and a separately labelled review.
+"""How often two raters (the researcher and the LLM judge, or two people) give the same score, blind: exact and within-one agreement, weighted kappa, Krippendorff's alpha, bootstrap intervals, per-model leniency, confusion matrices, disagreements, a separately labelled review, and a rater against themselves on items shown again.
 
 Docs: https://tinyscale.github.io/tinyscale/agreement.html.md"""
 
@@ -18,19 +18,20 @@ import tinyscale
 from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
-from .store import ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
+from .store import REPEAT_FIELD, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS',
-           'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'paired_scores', 'exact_agreement',
-           'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts',
-           'prompt_slot', 'prompt_folds', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table',
-           'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews',
-           'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note',
-           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
-           'render_agreement', 'add_cli']
+           'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS',
+           'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha',
+           'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds', 'most_common', 'held_out_modes',
+           'baseline_scores', 'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores',
+           'reviews_path', 'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement',
+           'compare_raters', 'blind_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv',
+           'agreement_json', 'render_agreement', 'in_time_order', 'repeat_pairs', 'self_agreement',
+           'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
 PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "note_a", "note_b")
@@ -524,6 +525,116 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
     "The agreement report in `format` (`md`, `csv` or `json`)."
     if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     return {"md": agreement_markdown, "csv": agreement_csv, "json": agreement_json}[format](agreement)
+
+# %% ../nbs/14_agreement.ipynb #12aa3845
+PAIR_NAMES = ("first showing", "shown again") # the two "raters" of a self-agreement, for the notes
+REPEAT_PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "time_a", "time_b")
+
+def in_time_order(events:pd.DataFrame, by_time:bool=True, # False: in file order (the order written)
+                 )->pd.DataFrame:
+    "Events in time order, file order among equal times; a `repeat` column (False when absent)."
+    repeat = events[REPEAT_FIELD].fillna(False).astype(bool) if REPEAT_FIELD in events.columns else False
+    events = events.assign(**{REPEAT_FIELD: repeat, "_row": np.arange(len(events))})
+    return events.sort_values(["time", "_row"] if by_time else ["_row"], kind="stable").drop(columns="_row")
+
+def repeat_pairs(events:pd.DataFrame, # one rater's events, repeats included (`ScoreStore.events(rater, repeats=True)`)
+                )->pd.DataFrame:
+    "One row per (completion, criterion) shown again: the score before the first repeat (`score_a`) and the latest repeat (`score_b`)."
+    first, pairs = {}, {}
+    for e in in_time_order(events[events["criterion"] != ""]).to_dict("records"):
+        key, score = (e["completion_id"], e["criterion"]), None if pd.isna(e["score"]) else float(e["score"])
+        if not e[REPEAT_FIELD]:
+            if key not in pairs: first[key] = (score, e["time"])  # until the item is shown again
+            continue
+        pair = pairs.setdefault(key, dict(completion_id=key[0], prompt_id=e["prompt_id"], category=e["category"], criterion=key[1],
+                                          model=e["model"], score_a=first.get(key, (None, None))[0], time_a=first.get(key, (None, None))[1]))
+        pair["score_b"], pair["time_b"] = score, e["time"]
+    frame = pd.DataFrame(list(pairs.values()), columns=list(REPEAT_PAIR_COLUMNS))
+    frame = frame[frame.score_a.notna() & frame.score_b.notna()].astype({"score_a": float, "score_b": float})
+    return frame.reset_index(drop=True)
+
+# %% ../nbs/14_agreement.ipynb #06a37403
+def self_agreement(pairs:pd.DataFrame, # from `repeat_pairs`
+                   rubric:Rubric|None=None, # orders the criteria as in the rubric
+                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                  )->pd.DataFrame:
+    "How often a rater gives an item shown again its first score: overall, per category and criterion, with intervals."
+    if not len(pairs): raise TinyscaleError("no item was scored both when first shown and when shown again")
+    return agreement_table(pairs, rubric, PAIR_NAMES, seed, n_resamples, confidence)
+
+def self_agreement_headline(rater:str, # whose self-agreement
+                            table:pd.DataFrame, # from `self_agreement`
+                            pairs:pd.DataFrame, # from `repeat_pairs`, the pairs of `table`
+                           )->str:
+    "One sentence: how often `rater` gave an item shown again its first score, with intervals."
+    r = table.iloc[0]
+    return (f"{rater} agrees with themselves {format_percent(r.exact)} of the time "
+            f"[{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}] (the same score when an item is shown again, unannounced), "
+            f"{format_percent(r.within_one)} within one level, weighted kappa {format_number(r.kappa_w)} "
+            f"[{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}], on {r.n} scores of {pairs.completion_id.nunique()} items shown again.")
+
+# %% ../nbs/14_agreement.ipynb #859eb8f5
+def ceiling_sentence(rater:str, # the person
+                     judge:str, # the rater compared with them, blind
+                     judged, # the overall row of their blind agreement: `n`, `exact`, `exact_ci_low`, `exact_ci_high`
+                     own=None, # the overall row of `rater`'s self-agreement (`exact`, `exact_ci_low`, `exact_ci_high`); None: not measured
+                    )->str:
+    "One sentence: how often `judge` agrees with `rater`, and how often `rater` agrees with themselves: the most it can reach."
+    interval = lambda row: f"[{format_percent(row['exact_ci_low'])}, {format_percent(row['exact_ci_high'])}]"
+    mine = (f"{rater} agrees with themselves {format_percent(own['exact'])} of the time {interval(own)}" if own is not None
+            else f"{rater}'s agreement with themselves is not measured yet (no item shown again)")
+    return (f"{judge} agrees with {rater} {format_percent(judged['exact'])} of the time {interval(judged)} ({judged['n']} scores, blind); "
+            f"{mine}: the most a judge calibrated on {rater} can be expected to reach.")
+
+@dataclass
+class SelfAgreement:
+    rater: str
+    pairs: pd.DataFrame = field(repr=False)  # from `repeat_pairs` (empty when no item was shown again)
+    table: pd.DataFrame|None = field(repr=False)  # from `self_agreement`; None when there are no pairs
+    seed: int = 0
+    n_resamples: int = BOOTSTRAP_RESAMPLES
+    confidence: float = CONFIDENCE
+    rubric: Rubric|None = field(default=None, repr=False)
+    @property
+    def measured(self)->bool: return self.table is not None
+    def headline(self)->str:
+        "One sentence: how often the rater gave an item shown again its first score, or plainly that it is not measured yet."
+        if self.measured: return self_agreement_headline(self.rater, self.table, self.pairs)
+        return (f"{self.rater}'s agreement with themselves is not measured yet: no item was shown to {self.rater} a second time "
+                "and scored (the blind scoring panel shows a share of the items again, unannounced; imported scores have no second showings).")
+    def note(self)->str:
+        "How it was measured."
+        return (f"Each pair is an item's score just before it was shown again (unannounced) and the score given it then. Intervals are "
+                f"{100 * self.confidence:g}% bootstrap intervals resampling items ({self.n_resamples} resamples, seed {self.seed}); "
+                "kappa_w is Cohen's kappa with quadratic weights. A judge cannot be expected to agree with this rater more often than this.")
+    def ceiling(self, agreement:Agreement)->str:
+        "The blind exact agreement of `agreement`'s other rater with this one, next to this rater's own (`ceiling_sentence`)."
+        return ceiling_sentence(self.rater, agreement.b, agreement.table.iloc[0], self.table.iloc[0] if self.measured else None)
+    def reading_table(self)->pd.DataFrame:
+        "The self-agreement overall and per category, for reading: each value with its interval (empty when not measured)."
+        columns = ["", "n", "exact", "within one", "kappa_w"]
+        if not self.measured: return pd.DataFrame(columns=columns)
+        part = self.table[self.table.level != "criterion"]
+        return pd.DataFrame({"": [row_name(r.category, r.criterion) for r in part.itertuples()], "n": part.n.tolist(),
+                             "exact": [f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]" for r in part.itertuples()],
+                             "within one": [format_percent(v) for v in part.within_one],
+                             "kappa_w": [f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]" for r in part.itertuples()]},
+                            columns=columns)
+    def record(self, agreements:list=())->dict:
+        "As JSON-ready data: whether it is measured, the headline, the table, and the ceiling sentence of each judge in `agreements`."
+        judges = [a for a in agreements if a.a == self.rater and is_judge(a.b)]
+        return dict(rater=self.rater, measured=self.measured, headline=self.headline(), items=int(self.pairs.completion_id.nunique()),
+                    table=json_records(self.table[list(AGREEMENT_COLUMNS)]) if self.measured else [],
+                    notes=self.table.attrs.get("notes", []) if self.measured else [], ceiling=[self.ceiling(a) for a in judges])
+    def __repr__(self): return f"SelfAgreement({self.headline()})"
+
+def rater_self_agreement(store:ScoreStore, # the score store
+                         rater:str, # a person who scored in it
+                         seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE)->SelfAgreement:
+    "How often `rater` gave the items of `store` shown to them again their first score (not measured when none were)."
+    pairs = repeat_pairs(store.events(rater, repeats=True))
+    table = self_agreement(pairs, store.rubric, seed, n_resamples, confidence) if len(pairs) else None
+    return SelfAgreement(rater, pairs, table, seed, n_resamples, confidence, store.rubric)
 
 # %% ../nbs/14_agreement.ipynb #7a49f9b7
 def _agreement_command(args)->int:

@@ -19,15 +19,17 @@ from .rubric import CATEGORIES, Rubric, load_rubric
 from .store import REPEAT_FIELD, ScoreStore, add_store_options, is_judge, store_from_args
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, format_number, format_percent, json_records,
                                 markdown_table, row_name)
-from .agreement import AGREEMENT_COLUMNS, agreement_table, paired_scores
+from .agreement import (AGREEMENT_COLUMNS, PAIR_NAMES, REPEAT_PAIR_COLUMNS, agreement_table, ceiling_sentence, in_time_order,
+                                 paired_scores, repeat_pairs, self_agreement, self_agreement_headline)
 from .plots import footnote, new_figure, settle
 
 # %% auto #0
-__all__ = ['PAIR_NAMES', 'SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CEILING_COLUMNS', 'CONSISTENCY_TABLES',
-           'MATRIX_COLUMNS', 'planted_events', 'repeat_pairs', 'self_agreement', 'self_csv_table', 'scored_items',
-           'drift_fit', 'drift_table', 'Consistency', 'rater_consistency', 'judge_ceiling', 'ceiling_sentences',
-           'with_judges', 'adjusted_scores', 'drift_figure', 'self_note', 'drift_note', 'consistency_markdown',
-           'consistency_csv', 'consistency_json', 'render_consistency', 'rater_matrix', 'matrix_table', 'add_cli']
+__all__ = ['SELF_COLUMNS', 'DRIFT_COLUMNS', 'DRIFT_WORDS', 'CEILING_COLUMNS', 'CONSISTENCY_TABLES', 'MATRIX_COLUMNS',
+           'planted_events', 'self_csv_table', 'scored_items', 'drift_fit', 'drift_table', 'Consistency',
+           'rater_consistency', 'judge_ceiling', 'ceiling_sentences', 'with_judges', 'adjusted_scores', 'drift_figure',
+           'self_note', 'drift_note', 'consistency_markdown', 'consistency_csv', 'consistency_json',
+           'render_consistency', 'rater_matrix', 'matrix_table', 'add_cli', 'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS',
+           'repeat_pairs', 'self_agreement']
 
 # %% ../nbs/25_consistency.ipynb #143e4c3d
 def _level(rng:np.random.Generator, mean:float)->float:
@@ -77,42 +79,10 @@ def planted_events(completions:pd.DataFrame, # a completions table: completion_i
     return sorted(events, key=lambda e: e["time"])
 
 # %% ../nbs/25_consistency.ipynb #ef9d4239
-PAIR_NAMES = ("first showing", "shown again") # the two "raters" of a self-agreement, for the notes
-_PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "time_a", "time_b")
-
-def _in_time_order(events:pd.DataFrame, by_time:bool=True, # False: in file order (the order written)
-                  )->pd.DataFrame:
-    "Events in time order, file order among equal times; a `repeat` column (False when absent)."
-    repeat = events[REPEAT_FIELD].fillna(False).astype(bool) if REPEAT_FIELD in events.columns else False
-    events = events.assign(**{REPEAT_FIELD: repeat, "_row": np.arange(len(events))})
-    return events.sort_values(["time", "_row"] if by_time else ["_row"], kind="stable").drop(columns="_row")
-
-def repeat_pairs(events:pd.DataFrame, # one rater's events, repeats included (`ScoreStore.events(rater, repeats=True)`)
-                )->pd.DataFrame:
-    "One row per (completion, criterion) shown again: the score before the first repeat (`score_a`) and the latest repeat (`score_b`)."
-    first, pairs = {}, {}
-    for e in _in_time_order(events[events["criterion"] != ""]).to_dict("records"):
-        key, score = (e["completion_id"], e["criterion"]), None if pd.isna(e["score"]) else float(e["score"])
-        if not e[REPEAT_FIELD]:
-            if key not in pairs: first[key] = (score, e["time"])  # until the item is shown again
-            continue
-        pair = pairs.setdefault(key, dict(completion_id=key[0], prompt_id=e["prompt_id"], category=e["category"], criterion=key[1],
-                                          model=e["model"], score_a=first.get(key, (None, None))[0], time_a=first.get(key, (None, None))[1]))
-        pair["score_b"], pair["time_b"] = score, e["time"]
-    frame = pd.DataFrame(list(pairs.values()), columns=list(_PAIR_COLUMNS))
-    frame = frame[frame.score_a.notna() & frame.score_b.notna()].astype({"score_a": float, "score_b": float})
-    return frame.reset_index(drop=True)
+_all_ = ["PAIR_NAMES", "REPEAT_PAIR_COLUMNS", "repeat_pairs", "self_agreement"]  # from tinyscale.agreement, importable from here too
 
 # %% ../nbs/25_consistency.ipynb #f9606c6c
 SELF_COLUMNS = ("level", "category", "criterion", "n", "exact", "within_one", "kappa_w", "ci_low", "ci_high")
-
-def self_agreement(pairs:pd.DataFrame, # from `repeat_pairs`
-                   rubric:Rubric|None=None, # orders the criteria as in the rubric
-                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
-                  )->pd.DataFrame:
-    "How often a rater gives an item shown again its first score: overall, per category and criterion, with intervals."
-    if not len(pairs): raise TinyscaleError("no item was scored both when first shown and when shown again")
-    return agreement_table(pairs, rubric, PAIR_NAMES, seed, n_resamples, confidence)
 
 def self_csv_table(table:pd.DataFrame)->pd.DataFrame:
     "The self-agreement table with exactly `SELF_COLUMNS` (the interval is weighted kappa's)."
@@ -124,7 +94,7 @@ def scored_items(events:pd.DataFrame, # one rater's events (repeats, if any, are
                 )->pd.DataFrame:
     "One row per item scored in the panel, in scoring order: `position` (0, 1, ...), the mean current `score`, model, prompt, category."
     columns = ["completion_id", "position", "category", "model", "prompt_id", "score", "scores", "time"]
-    ordered = _in_time_order(events, by_time=not order_by_row)
+    ordered = in_time_order(events, by_time=not order_by_row)
     sources = ["manual", "import"] if order_by_row else ["manual"]
     ordered = ordered[~ordered[REPEAT_FIELD] & (ordered["criterion"] != "") & ordered["source"].isin(sources)]
     current = ordered.drop_duplicates(["completion_id", "criterion"], keep="last")
@@ -209,12 +179,7 @@ class Consistency:
 
     def self_headline(self)->str:
         "One sentence: how often the rater gave an item shown again its first score, with intervals."
-        if self.table is None: return ""
-        r = self.table.iloc[0]
-        return (f"{self.rater} agrees with themselves {format_percent(r.exact)} of the time "
-                f"[{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}] (the same score when an item is shown again, unannounced), "
-                f"{format_percent(r.within_one)} within one level, weighted kappa {format_number(r.kappa_w)} "
-                f"[{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}], on {r.n} scores of {self.pairs.completion_id.nunique()} items shown again.")
+        return "" if self.table is None else self_agreement_headline(self.rater, self.table, self.pairs)
 
     def drift_headline(self)->str:
         "One sentence: whether the rater's scores drifted over the scoring order, adjusted for model and prompt."
@@ -266,14 +231,8 @@ def judge_ceiling(store:ScoreStore, result:Consistency, # from `rater_consistenc
 
 def ceiling_sentences(result:Consistency)->list[str]:
     "One sentence per judge: how often it agrees with the rater, and how often the rater agrees with themselves."
-    interval = lambda low, high: f"[{format_percent(low)}, {format_percent(high)}]"
-    said = []
-    for r in result.judges.itertuples():
-        own = (f"{result.rater} agrees with themselves {format_percent(r.self_exact)} of the time {interval(r.self_ci_low, r.self_ci_high)}"
-               if pd.notna(r.self_exact) else f"{result.rater}'s agreement with themselves is not measured yet (no item shown again)")
-        said.append(f"{r.judge} agrees with {result.rater} {format_percent(r.exact)} of the time {interval(r.exact_ci_low, r.exact_ci_high)} "
-                    f"({r.n} scores, blind); {own}: the most a judge calibrated on {result.rater} can be expected to reach.")
-    return said
+    own = lambda r: dict(exact=r.self_exact, exact_ci_low=r.self_ci_low, exact_ci_high=r.self_ci_high) if pd.notna(r.self_exact) else None
+    return [ceiling_sentence(result.rater, r.judge, r._asdict(), own(r)) for r in result.judges.itertuples()]
 
 def with_judges(store:ScoreStore, result:Consistency)->Consistency:
     "`result` with each judge's agreement next to the rater's self-agreement (`judge_ceiling`)."

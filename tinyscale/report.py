@@ -1,4 +1,4 @@
-"""`tinyscale report`: the three tables, the paired differences, the paper comparison, the blind agreement with an LLM judge and the figures from one rater's scores, as Markdown, CSV or JSON.
+"""`tinyscale report`: the three tables, the paired differences, the paper comparison, the blind agreement with an LLM judge next to the rater's self-agreement, and the figures from one rater's scores, as Markdown, CSV or JSON.
 
 Docs: https://tinyscale.github.io/tinyscale/report.html.md"""
 
@@ -21,15 +21,15 @@ from .analysis import (BOOTSTRAP_RESAMPLES, COMPARISON_COLUMNS, CONFIDENCE, DIFF
                                 meaningful_intervals, model_labels, model_order, model_pairs, model_params, not_meaningful_text,
                                 paired_differences, paper_comparison, prompt_slots, short_name, summary_table, wide_summary)
 from .plots import figure_bytes, model_colors, report_figures
-from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, agreement_json, blind_note, blind_tables, compare_raters,
-                                 reviewed_table)
+from .agreement import (REVIEWED_HEADING, REVIEWED_WARNING, Agreement, SelfAgreement, agreement_json, blind_note, blind_tables,
+                                 compare_raters, rater_self_agreement, reviewed_table)
 
 # %% auto #0
 __all__ = ['CALIBRATION_NOTE', 'FORMATS', 'NoScores', 'choose_rater', 'Report', 'build_report', 'agreement_raters',
-           'add_agreements', 'report_from_store', 'Results', 'results_from_store', 'overall_table',
-           'generation_settings', 'decoding_kinds', 'generation_note', 'report_csv', 'differences_table',
-           'comparison_table', 'agreement_section', 'report_markdown', 'report_json', 'render_report', 'write_report',
-           'headline', 'watch_notes', 'add_cli']
+           'add_agreements', 'add_self_agreement', 'report_from_store', 'Results', 'results_from_store',
+           'overall_table', 'generation_settings', 'decoding_kinds', 'generation_note', 'report_csv',
+           'differences_table', 'comparison_table', 'agreement_section', 'self_agreement_section', 'report_markdown',
+           'report_json', 'render_report', 'write_report', 'headline', 'watch_notes', 'add_cli']
 
 # %% ../nbs/15_report.ipynb #1599db85
 class NoScores(TinyscaleError):
@@ -69,6 +69,7 @@ class Report:
     confidence: float = CONFIDENCE
     agreements: list[Agreement] = field(default_factory=list) # blind agreement of `rater` with other raters (`add_agreements`)
     agreement_notes: list[str] = field(default_factory=list)  # raters left out of the agreement, with why
+    self_agreement: SelfAgreement|None = None # `rater` against themselves on items shown again (`add_self_agreement`); None: not asked
     def __repr__(self):
         compared = f"; blind agreement with {', '.join(a.b for a in self.agreements)}" if self.agreements else ""
         return (f"Report({self.rater}: {len(self.scores)} scores of {self.scores.completion_id.nunique()} completions of "
@@ -119,14 +120,23 @@ def add_agreements(report:Report, # the report of one rater
             notes.append(f"{other} left out: {error}")
     return replace(report, agreements=agreements, agreement_notes=notes)
 
+# %% ../nbs/15_report.ipynb #4aefdea5
+def add_self_agreement(report:Report, # the report of one rater
+                       store:ScoreStore, # the store holding the rater's score events, repeats included
+                      )->Report:
+    "A copy of `report` with its rater's agreement with themselves on items shown again; a judge's report is returned as it is."
+    if is_judge(report.rater): return report
+    return replace(report, self_agreement=rater_self_agreement(store, report.rater, report.seed, report.n_resamples, report.confidence))
+
 # %% ../nbs/15_report.ipynb #226fd22f
 def report_from_store(store:str|Path|None=None, # scores folder (default `scores/` under the project root)
                       completions:str|Path|None=None, # completions folder (default `data/completions`)
                       rater:str|None=None, # required when several people scored
                       seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
                       agreement_with:list[str]|None=None, # raters to compare with, blind; None: every judge when `rater` is a person; [] nobody
+                      self_agreement:bool=True, # also a person's agreement with themselves on items shown again
                      )->Report:
-    "A report of one rater's current scores in a store, with its blind agreement with other raters."
+    "A report of one rater's current scores in a store, with its blind agreement with other raters and a person's self-agreement."
     folder = Path(store) if store is not None else project_root()/"scores"
     rubric = load_rubric()
     score_store = ScoreStore(folder, completions=load_completions(completions), rubric=rubric)
@@ -137,7 +147,8 @@ def report_from_store(store:str|Path|None=None, # scores folder (default `scores
     if not len(scores): raise NoScores(f"rater {rater!r} has no current scores in {folder} (every score was cleared)")
     report = build_report(scores, rubric, load_paper_targets(), seed, n_resamples, confidence)
     # asked-for raters must compare; a judge found by default that shares nothing with the rater is left out with a note
-    return add_agreements(report, score_store, others, strict=agreement_with is not None)
+    report = add_agreements(report, score_store, others, strict=agreement_with is not None)
+    return add_self_agreement(report, score_store) if self_agreement else report
 
 # %% ../nbs/15_report.ipynb #f98af06a
 @dataclass
@@ -161,7 +172,7 @@ def results_from_store(store:str|Path|None=None, # scores folder (default `score
                        rater:str|None=None, # one rater only; None: every person
                        seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
                       )->Results:
-    "A report of each person in a store (or of `rater`), each with the judges' blind agreement, and every pair of people compared."
+    "A report of each person in a store (or of `rater`), each with the judges' blind agreement and their self-agreement, and every pair of people compared."
     folder = Path(store) if store is not None else project_root()/"scores"
     rubric, targets = load_rubric(), load_paper_targets()
     score_store = ScoreStore(folder, completions=load_completions(completions), rubric=rubric)
@@ -174,7 +185,8 @@ def results_from_store(store:str|Path|None=None, # scores folder (default `score
             notes.append(f"{name} left out: every score of {name} was cleared")
             continue
         report = build_report(scores, rubric, targets, **settings)
-        reports.append(add_agreements(report, score_store, agreement_raters(raters, name, None, str(folder)), strict=False))
+        report = add_agreements(report, score_store, agreement_raters(raters, name, None, str(folder)), strict=False)
+        reports.append(add_self_agreement(report, score_store))
     if not reports: raise NoScores(f"no current scores in {folder} (every score was cleared)")
     agreements = []
     for a, b in itertools.combinations([r.rater for r in reports if not is_judge(r.rater)], 2):
@@ -289,11 +301,14 @@ CALIBRATION_NOTE = ("This is a calibration, not a replication: the paper's numbe
 # %% ../nbs/15_report.ipynb #e03b7a52
 def agreement_section(agreement:Agreement, # from `compare_raters`, the report's rater as `a`
                       level:int=2, # heading level of the section
+                      self_agreement:SelfAgreement|None=None, # `a` against themselves: a judge's headline is followed by the ceiling
                      )->str:
-    "Markdown: the blind agreement headline and tables (per category and criterion, with intervals); a review last, labelled."
+    "Markdown: the blind agreement headline (a judge's next to the rater's self-agreement) and tables, with intervals; a review last, labelled."
     heading = "#" * level
     command = f"tinyscale agreement --a {shlex.quote(agreement.a)} --b {shlex.quote(agreement.b)}"
-    parts = [f"{heading} Blind agreement of {agreement.b} with {agreement.a}", agreement.headline(), blind_note(agreement)]
+    parts = [f"{heading} Blind agreement of {agreement.b} with {agreement.a}", agreement.headline()]
+    if self_agreement is not None and self_agreement.rater == agreement.a and is_judge(agreement.b): parts.append(self_agreement.ceiling(agreement))
+    parts.append(blind_note(agreement))
     for title, frame in blind_tables(agreement).items(): parts += [f"{heading}# {title}", markdown_table(frame, None)]
     if agreement.notes: parts.append("\n".join(f"- {note}" for note in agreement.notes))
     if len(agreement.reviews): parts += [f"{heading}# {REVIEWED_HEADING}", REVIEWED_WARNING, markdown_table(reviewed_table(agreement), None)]
@@ -301,10 +316,21 @@ def agreement_section(agreement:Agreement, # from `compare_raters`, the report's
                  f"the agreement table as CSV: `{command} --format csv`.")
     return "\n\n".join(parts)
 
+def self_agreement_section(self_agreement:SelfAgreement, # from `rater_self_agreement`
+                           level:int=2, # heading level of the section
+                          )->str:
+    "Markdown: how often the rater gave an item shown again its first score (overall and per category, with intervals), or plainly that it is not measured."
+    command = f"tinyscale consistency --rater {shlex.quote(self_agreement.rater)}"
+    parts = [f"{'#' * level} Self-agreement of {self_agreement.rater}", self_agreement.headline()]
+    if self_agreement.measured:
+        parts += [self_agreement.note(), markdown_table(self_agreement.reading_table(), None),
+                  f"Per criterion, and whether {self_agreement.rater}'s scores drifted over the session: `{command}`."]
+    return "\n\n".join(parts)
+
 def report_markdown(report:Report, # from `build_report`
                     figures:dict[str, str]|None=None, # figure stem -> file name to link, when written
                    )->str:
-    "The report as Markdown: three tables with models as columns, the differences, the paper comparison and the agreement."
+    "The report as Markdown: three tables with models as columns, the differences, the paper comparison, the agreement and the self-agreement."
     s, level = report.summary, 100 * report.confidence
     parts = [f"# Scores of {report.rater}",
              f"{len(report.scores)} scores of {report.scores.completion_id.nunique()} completions of "
@@ -320,22 +346,24 @@ def report_markdown(report:Report, # from `build_report`
                   "that excludes 0 marks a clear difference.", markdown_table(differences_table(report), None)]
     if len(report.comparison):
         parts += ["## Comparison with the TinyStories paper", CALIBRATION_NOTE, markdown_table(comparison_table(report), None)]
-    parts += [agreement_section(agreement) for agreement in report.agreements]
+    parts += [agreement_section(agreement, self_agreement=report.self_agreement) for agreement in report.agreements]
     if report.agreement_notes: parts += ["## Agreement left out", "\n".join(f"- {note}" for note in report.agreement_notes)]
+    if report.self_agreement is not None: parts.append(self_agreement_section(report.self_agreement))
     if figures:
         parts += ["## Figures"] + [f"![{stem.replace('_', ' ')}]({name})" for stem, name in figures.items()]
     return "\n\n".join(parts) + "\n"
 
 # %% ../nbs/15_report.ipynb #f08a0b15
 def report_json(report:Report)->str:
-    "The report as JSON: settings, models, summary, differences, the paper comparison and the agreement with other raters."
+    "The report as JSON: settings, models, summary, differences, the paper comparison, the agreement with other raters and the self-agreement."
     data = dict(tinyscale=tinyscale.__version__, rater=report.rater, seed=report.seed, n_resamples=report.n_resamples,
                 confidence=report.confidence, min_interval_prompts=MIN_INTERVAL_PROMPTS, prompt_slots=prompt_slots(report.scores),
                 models=[dict(model=m, label=report.labels[m], params=report.params.get(m)) for m in report.models],
                 summary=json_records(report.summary[list(REPORT_COLUMNS) + ["prompts"]]),
                 differences=json_records(report.differences), paper_comparison=json_records(report.comparison),
                 calibration_note=CALIBRATION_NOTE, agreements=[json.loads(agreement_json(a)) for a in report.agreements],
-                agreement_notes=report.agreement_notes)
+                agreement_notes=report.agreement_notes,
+                self_agreement=report.self_agreement.record(report.agreements) if report.self_agreement is not None else None)
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 # %% ../nbs/15_report.ipynb #094ad91d
@@ -440,7 +468,7 @@ def _report_command(args)->int:
                              f"the agreement as CSV is `tinyscale agreement --a RATER --b {shlex.quote(args.agreement_with[0])} --format csv`")
     agreement_with = [] if args.no_agreement or args.format == "csv" else args.agreement_with
     report = report_from_store(args.store, completion_paths(args), args.rater, seed=args.seed, n_resamples=args.resamples,
-                               agreement_with=agreement_with)
+                               agreement_with=agreement_with, self_agreement=args.format != "csv")
     if not args.out:
         print(render_report(report, args.format), end="")
         return 0

@@ -410,9 +410,10 @@ def _export_command(args)->int:
 
 # %% ../nbs/11_wide.ipynb #7a8c4dfd
 def _todo_command(args)->int:
-    from tinyscale.panel import todo_text  # here: the other scores commands need not load the widget libraries
+    from tinyscale.panel import RESHOW_SHARE, todo_text  # here: the other scores commands need not load the widget libraries
     store, _ = store_from_args(args)
-    print(todo_text(store, store.check_rater(args.rater), args.order, args.seed, args.ids), end="")
+    reshow = RESHOW_SHARE if args.reshow is None else args.reshow
+    print(todo_text(store, store.check_rater(args.rater), args.order, args.seed, args.ids, reshow), end="")
     return 0
 
 def add_todo_command(actions):
@@ -423,6 +424,9 @@ def add_todo_command(actions):
     todo.add_argument("--order", choices=("panel", "prompt"), default="panel",
                       help="panel: the scoring notebook's blind order (default); prompt: by category and prompt")
     add_options(todo, "seed", seed=dict(help="the panel's seed (default 0, the scoring notebook's)"))
+    todo.add_argument("--reshow", type=float, default=None, metavar="FRACTION",
+                      help="the share of items the panel shows a second time (its reshow=; default the panel's default; 0 for none): "
+                           "they take item numbers too, so the numbers match a panel opened with the same share")
     add_store_options(todo)
     todo.set_defaults(handler=_todo_command)
 
