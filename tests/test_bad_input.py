@@ -90,6 +90,8 @@ CASES = [
     (["agreement", "--a", "nobody", "--b", "ana"], "nobody"),
     (["agreement", "--a", "ana", "--b", "judge:none"], "judge:none"),
     (["curves", "--out", "afile"], "so there is no training axis"),
+    # the sweep: its judge's calibration needs a judge
+    (["sweep", "adir", "--calibration", "x.json"], "--calibration: only with --judge and --judge-model"),
     # the judge: bad numbers are refused before any request
     (JUDGE + ["--retries", "-1"], "--retries -1: must be 0 or more"),
     (JUDGE + ["--timeout", "-1"], "--timeout -1"),
@@ -119,7 +121,7 @@ def test_there_are_forty_cases_over_every_command():
     from tinyscale.cli import COMMANDS
     covered = {args[0] for args, _ in CASES}
     assert len(CASES) >= 40
-    assert {"prompts", "generate", "scores", "report", "agreement", "curves", "judge"} <= covered <= set(COMMANDS)
+    assert {"prompts", "generate", "scores", "report", "agreement", "curves", "judge", "sweep"} <= covered <= set(COMMANDS)
 
 
 def test_a_long_rater_name_and_lookalike_names_get_files_of_their_own(bad_workbook, cli):

@@ -345,3 +345,43 @@ def test_a_run_that_is_not_a_run_folder_is_one_line(work, capsys, tmp_path, comm
         status = main(sweep_args(run, work, tmp_path/"out", tmp_path/"sweeps", command=command))
         err = capsys.readouterr().err
         assert status == 1 and err.startswith("tinyscale: error: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_calibrated_judge_scores_a_new_checkpoint(swept, work, fixture_run, capsys, tmp_path, monkeypatch):
+    """The loop of a study: the judge scores two checkpoints, the rater scores them too, `judge calibrate --write` fits
+    the judge to the rater, and the next checkpoint's sweep writes calibrated scores with `--calibration`."""
+    from tinyscale.calibration import apply_calibration, load_calibration
+    from tinyscale.fake_judge import FakeJudgeServer
+    from tinyscale.completions import load_completions
+    from tinyscale.store import ScoreStore
+    shutil.copytree(ROOT/"data", tmp_path/"data", ignore=shutil.ignore_patterns("completions", "judge-cache", "calibration"))
+    monkeypatch.setenv("TINYSCALE_ROOT", str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    out, store_folder, judge_name = swept[0], tmp_path/"scores", "judge:gpt-4o-mini"
+    with FakeJudgeServer("openai") as server:
+        judge = ["--judge", "openai", "--judge-model", "gpt-4o-mini", "--judge-base-url", server.url, "--store", str(store_folder)]
+        assert main(sweep_args(fixture_run, work, out, tmp_path/"sweeps", "--steps", "30,120", *judge)) == 0
+        store = ScoreStore(store_folder, completions=load_completions(out))
+        harsher = {0.0: 0.0, 0.5: 0.0, 1.0: 0.5}  # the rater is one level stricter than the judge, everywhere
+        for row in store.current(judge_name).itertuples():
+            store.set_score(row.completion_id, row.criterion, harsher[row.score], "ana")
+        assert main(["judge", "calibrate", "--a", "ana", "--b", judge_name, "--folds", "2", "--resamples", "200", "--write",
+                     "--store", str(store_folder), "--completions", str(out)]) == 0
+        saved_path, = (tmp_path/"data"/"judge"/"calibration").glob("*.json")
+        capsys.readouterr()
+        assert main(sweep_args(fixture_run, work, out, tmp_path/"sweeps", "--steps", "60", *judge, "--calibration", str(saved_path))) == 0
+        printed = capsys.readouterr().out
+    assert "calibrated: " in printed
+    table = load_completions(out).set_index("completion_id")
+    store = ScoreStore(store_folder, completions=load_completions(out))
+    raw, calibrated = store.current(judge_name), store.current(judge_name + "+cal")
+    new = raw[raw.completion_id.map(table.step) == 60]
+    assert len(new) and set(calibrated.completion_id) >= set(new.completion_id)
+    by_item = calibrated.set_index(["completion_id", "criterion"]).score
+    got = [by_item[cid, criterion] for cid, criterion in zip(new.completion_id, new.criterion)]
+    frame = new[["completion_id", "category", "criterion"]].assign(**{judge_name: new.score.to_numpy()})
+    assert got == list(apply_calibration(load_calibration(saved_path), frame))
+    fitted = raw[raw.completion_id.map(table.step).isin([30, 120])]
+    learned = set(zip(fitted.category, fitted.criterion, fitted.score))  # each learned as the rater's: one level lower
+    expected = [harsher[s] if (c, k, s) in learned else s for c, k, s in zip(new.category, new.criterion, new.score)]
+    assert got == expected and got != list(new.score)

@@ -16,8 +16,8 @@ from sklearn.linear_model import LogisticRegression
 import tinyscale
 from .core import TinyscaleError, add_options, atomic_write_text, data_path, utc_now
 from .rubric import SCORE_LEVELS, Rubric
-from .completions import load_completions
-from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name
+from .completions import completions_dir, load_completions
+from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, judge_rater, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 json_records, markdown_table, row_name)
 from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
@@ -382,10 +382,30 @@ def _judge_then_calibrate(args, judge_command)->int:
     if error is not None: raise error
     return status
 
-def extend_cli(parser):
-    "Add `--calibration FILE` to the `tinyscale judge` arguments (`parser`, after `tinyscale.judge.add_cli`)."
+def _sweep_then_calibrate(args, sweep_command)->int:
+    "`tinyscale sweep ... --judge B --judge-model M --calibration FILE`: the sweep, then the judge's scores of the swept completions calibrated."
+    if args.calibration is None: return sweep_command(args)
+    if not args.judge or not args.judge_model: raise TinyscaleError("--calibration: only with --judge and --judge-model (it calibrates the judge's scores)")
+    saved, rater = load_calibration(args.calibration), judge_rater(args.judge_model)
+    if saved["judges"] != [rater]:
+        raise TinyscaleError(f"--calibration {args.calibration}: fitted for {' + '.join(saved['judges'])}, not for {rater}")
+    status = sweep_command(args)
+    if args.dry_run: return status
+    store = ScoreStore(args.store, completions=load_completions(args.completions or completions_dir()))
+    calibrated = _calibrated_judge_scores(store, saved, rater)
+    seen = calibrated["completion_id"].isin(set(saved.get("fitted_completions", [])))
+    written = write_calibrated(store, calibrated[~seen], [rater], saved_note(saved))
+    print(f"calibrated: {written} event(s) written to {store.rater_path(calibrated_rater([rater]))} ({saved['method']}, {Path(saved['path']).name})")
+    return status
+
+def extend_cli(parser, # the arguments of `command`, after that command's own `add_cli`
+               command:str="judge", # `judge` or `sweep`
+              ):
+    "Add `--calibration FILE` to `tinyscale judge` (calibrate what it judged) or `tinyscale sweep` (what its judge scored)."
+    calibrate = dict(judge=_judge_then_calibrate, sweep=_sweep_then_calibrate)[command]
     parser.add_argument("--calibration", default=None, metavar="FILE",
-                        help="also write calibrated scores (rater <judge>+cal) with a mapping saved by tinyscale judge calibrate --write")
-    judge_command = parser.get_default("handler")
-    def _judge_command_calibrated(args)->int: return _judge_then_calibrate(args, judge_command)
-    parser.set_defaults(handler=_judge_command_calibrated)
+                        help="also write calibrated scores (rater <judge>+cal) with a mapping saved by tinyscale judge calibrate --write"
+                             + (" (with --judge)" if command == "sweep" else ""))
+    command_handler = parser.get_default("handler")
+    def _calibrated(args)->int: return calibrate(args, command_handler)
+    parser.set_defaults(handler=_calibrated)

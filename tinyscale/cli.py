@@ -30,8 +30,9 @@ COMMANDS = {
 ACTIONS = {  # (command, action): a subcommand of a command that lives in a later module than the command's own
     ("judge", "calibrate"): ("tinyscale.calibration", "calibrate a judge to a rater, measured on held-out prompts"),
 }
-EXTENSIONS = {  # command: later modules that add options to it (their `extend_cli(parser)`, after the command's own `add_cli`)
+EXTENSIONS = {  # command: later modules that add options to it (their `extend_cli(parser, command)`, after the command's own `add_cli`)
     "judge": ("tinyscale.calibration",),
+    "sweep": ("tinyscale.calibration",),
 }
 
 # %% ../nbs/90_cli.ipynb #6133c1d7
@@ -59,7 +60,7 @@ def build_parser(command:str|None=None, # the subcommand whose arguments to load
             _module(action_module, f"{name} {action}").add_cli(actions.add_parser(action, help=action_summary, description=action_summary))
         else:
             _module(module_name, name).add_cli(sub)
-            for extension in EXTENSIONS.get(name, ()): _module(extension, name).extend_cli(sub)
+            for extension in EXTENSIONS.get(name, ()): _module(extension, name).extend_cli(sub, name)
     return parser
 
 # %% ../nbs/90_cli.ipynb #429ebcfd
