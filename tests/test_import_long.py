@@ -6,13 +6,13 @@ The judge file is written the way real ones are: `\\r\\n` line breaks (inside co
 that two models' completions share (so one set of rows scores both), a completion written with its whitespace changed,
 a row for a completion that is not in the table, and a review (`agree`, `comments`) that is not the judge's.
 """
-import csv, io
+import csv, io, subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from support import make_workbook
+from support import make_workbook, offline_environment, tinyscale_command
 from tinyscale.rubric import load_rubric
 from tinyscale.store import ScoreStore
 from tinyscale.completions import load_completions
@@ -238,3 +238,17 @@ def test_two_rows_that_give_one_text_different_scores_are_an_error(study, tmp_pa
     assert len(problems) == 3  # the repeated row contradicts row 2 for each of the two completions sharing the text
     assert all("but row 2 gives it" in line for line in problems[:2]) and problems[-1].endswith("2 problem(s); nothing was imported")
     assert judge_file_bytes(root) is None
+
+
+def test_two_imports_at_once_write_each_score_once(study, tmp_path):
+    "Both processes wait for the store's import lock: the second finds the first one's scores and adds nothing."
+    root, where = study
+    path = write_judge(tmp_path/"judge.csv", judge_rows(unmatched=False))
+    env = {**offline_environment(tmp_path), "TINYSCALE_ROOT": str(root)}
+    runs = [subprocess.Popen(tinyscale_command("scores", "import-long", path, "--rater", JUDGE, *where), env=env, cwd=root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    said = sorted("39 score(s) added" in out for out, _ in outputs)
+    assert said == [False, True] and any("nothing new: all 39 score(s)" in out for out, _ in outputs)
+    assert len(ScoreStore(root/"scores", completions=load_completions(root/"completions")).events(JUDGE)) == 39
