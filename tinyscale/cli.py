@@ -29,6 +29,7 @@ COMMANDS = {
 }
 ACTIONS = {  # (command, action): a subcommand of a command that lives in a later module than the command's own
     ("judge", "calibrate"): ("tinyscale.calibration", "calibrate a judge to a rater, measured on held-out prompts"),
+    ("scores", "import-long"): ("tinyscale.long_import", "import an LLM judge's scores from a long CSV (one row per completion and criterion), matched to the completions by text"),
 }
 EXTENSIONS = {  # command: later modules that add options to it (their `extend_cli(parser, command)`, after the command's own `add_cli`)
     "judge": ("tinyscale.calibration",),
