@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
-from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, text_hash, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
 from .store import REPEAT_FIELD, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
@@ -23,15 +23,16 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS',
-           'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS',
-           'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha',
-           'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds', 'most_common', 'held_out_modes',
-           'baseline_scores', 'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores',
-           'reviews_path', 'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement',
-           'compare_raters', 'blind_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv',
-           'agreement_json', 'render_agreement', 'in_time_order', 'repeat_pairs', 'self_agreement',
-           'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
+__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEED', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS',
+           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'PAIR_NAMES',
+           'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa',
+           'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds', 'split_of',
+           'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
+           'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
+           'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note', 'split_note',
+           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+           'render_agreement', 'in_time_order', 'repeat_pairs', 'self_agreement', 'self_agreement_headline',
+           'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
 PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "note_a", "note_b")
@@ -140,6 +141,25 @@ def prompt_folds(slots, # the prompt slot of each row (`prompt_slot`)
     if len(unique) < folds: raise TinyscaleError(f"--folds {folds}: only {len(unique)} prompt slot(s) scored; use at most {len(unique)} folds")
     fold_of = {unique[i]: k % folds for k, i in enumerate(np.random.default_rng(seed).permutation(len(unique)))}
     return slots.map(fold_of).to_numpy(dtype=int)
+
+# %% ../nbs/14_agreement.ipynb #286ec83e
+SPLITS = ("dev", "test")
+SPLIT_SEED = 14  # fixed for the workbook: another seed would move prompts already read on `test` into `dev`
+
+def split_of(slots, # the prompt slot of each row (`prompt_slot`)
+             seed:int=SPLIT_SEED, # keep the default: the split must never change
+            )->np.ndarray:
+    "The split (`dev` or `test`) of each row, from a hash of its prompt slot and `seed` alone: about half the slots each."
+    return np.array([SPLITS[int(text_hash(f"{seed}:{slot}"), 16) % len(SPLITS)] for slot in pd.Series(slots, dtype=object).astype(str)],
+                    dtype=object)
+
+def in_split(frame:pd.DataFrame, # pairs, tidy scores or completions: with `prompt_id` and, when known, `prompt`
+             split:str|None, # `dev`, `test`, or None for every row
+             seed:int=SPLIT_SEED)->pd.DataFrame:
+    "The rows of `frame` whose prompt slot is on the `split` side (every row when `split` is None)."
+    if split is None: return frame
+    if split not in SPLITS: raise TinyscaleError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    return frame[split_of(prompt_slot(frame), seed) == split].reset_index(drop=True)
 
 # %% ../nbs/14_agreement.ipynb #e7b43991
 def most_common(scores, # scores (NaN ignored)
@@ -425,6 +445,7 @@ class Agreement:
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
+    split: str|None = None  # `dev` or `test` (`in_split`); None: every prompt
     @property
     def notes(self)->list[str]: return self.table.attrs.get("notes", [])
     def confusion(self, category:str="", criterion:str="")->pd.DataFrame: return confusion_matrix(self.pairs, (self.a, self.b), category, criterion)
@@ -439,16 +460,19 @@ class Agreement:
 
 def compare_raters(store:ScoreStore, # the score store
                    a:str, b:str, # the two raters
-                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE)->Agreement:
+                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                   split:str|None=None, # only the pairs of the `dev` or `test` prompts (`in_split`); None: all
+                  )->Agreement:
     "Blind agreement of two raters in a store, with per-model means and any review marks of a judge."
     scores = store.current()
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
-    pairs = paired_scores(scores, a, b)
+    pairs = in_split(paired_scores(scores, a, b), split)
+    if split and not len(pairs): raise TinyscaleError(f"raters {a!r} and {b!r} have no (completion, criterion) scored by both on the {split} prompts")
     table = agreement_table(pairs, store.rubric, (a, b), seed, n_resamples, confidence)
     judge, human = (b, a) if is_judge(b) else (a, b)
     reviews = read_reviews(store.folder, judge)
-    reviews = reviews[reviews.human == human].reset_index(drop=True)
-    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric)
+    reviews = reviews[(reviews.human == human) & (reviews.completion_id.isin(set(pairs.completion_id)) if split else True)].reset_index(drop=True)
+    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric, split)
 
 # %% ../nbs/14_agreement.ipynb #aabe98a1
 def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
@@ -467,6 +491,13 @@ def blind_note(agreement:Agreement)->str:
             f"resampling completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic "
             f"weights, alpha Krippendorff's alpha (ordinal). Baseline exact is the exact agreement of a constant rater that always gives "
             f"{agreement.a}'s most common score of the criterion, that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt, seed {agreement.seed}).")
+
+def split_note(agreement:Agreement)->str|None:
+    "Which side of the fixed split by prompt was measured, in one sentence; None when every prompt was."
+    if agreement.split is None: return None
+    slots = prompt_slot(agreement.pairs).nunique()
+    return (f"Measured on the {agreement.split} prompts only ({slots} prompt slots scored by both): each prompt slot is on one side of a "
+            f"fixed split by prompt, dev or test (seed {SPLIT_SEED}); iterate templates on dev and read the test number once.")
 
 def blind_tables(agreement:Agreement)->dict[str, pd.DataFrame]:
     "The blind agreement for reading: `Per category` (overall row first) and `Per criterion`, each value with its interval."
@@ -494,7 +525,7 @@ def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     listed_frame = pd.DataFrame({"prompt": listed.prompt_id, "model": listed.model.map(short_name), "criterion": listed.category + " " + listed.criterion,
                                  agreement.a: listed.score_a.map(format_score), agreement.b: listed.score_b.map(format_score),
                                  f"{agreement.b} note": listed.note_b.fillna("").str.slice(0, 120)})
-    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), blind_note(agreement)]
+    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), *filter(None, [split_note(agreement)]), blind_note(agreement)]
     for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", markdown_table(frame, None)]
     parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", markdown_table(means_frame, None),
               f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", markdown_table(confusion, None),
@@ -511,7 +542,7 @@ def agreement_csv(agreement:Agreement)->str:
 def agreement_json(agreement:Agreement)->str:
     "Everything as JSON: the blind table, notes, per-model means, confusion matrix, disagreements, and the review apart."
     confusion = agreement.confusion()
-    data = dict(tinyscale=tinyscale.__version__, a=agreement.a, b=agreement.b, seed=agreement.seed, n_resamples=agreement.n_resamples,
+    data = dict(tinyscale=tinyscale.__version__, a=agreement.a, b=agreement.b, split=agreement.split, seed=agreement.seed, n_resamples=agreement.n_resamples,
                 confidence=agreement.confidence, headline=agreement.headline(), blind_agreement=json_records(agreement.table[list(AGREEMENT_COLUMNS)]),
                 notes=agreement.notes, means=json_records(agreement.means),
                 confusion=dict(rows=agreement.a, columns=agreement.b, levels=list(SCORE_LEVELS), counts=confusion.to_numpy().tolist()),
