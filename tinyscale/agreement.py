@@ -24,15 +24,16 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEED', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS',
-           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'PAIR_NAMES',
-           'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa',
-           'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds', 'split_of',
-           'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
+           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'COMPARISON_COLUMNS',
+           'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one', 'constant_note',
+           'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds',
+           'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
            'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
            'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note', 'split_note',
            'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
-           'render_agreement', 'in_time_order', 'repeat_pairs', 'self_agreement', 'self_agreement_headline',
-           'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
+           'render_agreement', 'compare_judges', 'comparison_table', 'comparison_markdown', 'comparison_csv',
+           'comparison_json', 'render_comparison', 'in_time_order', 'repeat_pairs', 'self_agreement',
+           'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
 PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "note_a", "note_b")
@@ -557,6 +558,63 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
     if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     return {"md": agreement_markdown, "csv": agreement_csv, "json": agreement_json}[format](agreement)
 
+# %% ../nbs/14_agreement.ipynb #236495cc
+COMPARISON_COLUMNS = ("b",) + AGREEMENT_COLUMNS
+
+def compare_judges(store:ScoreStore, # the score store
+                   a:str, # the rater compared with (e.g. the researcher)
+                   bs:list, # the raters to compare with `a`, side by side (e.g. judge template versions)
+                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                   split:str|None=None, # only the `dev` or `test` prompts (`in_split`); None: all
+                  )->list[Agreement]:
+    "The blind agreement of each rater of `bs` with `a` (`compare_raters`), in the order given."
+    repeated = sorted({b for b in bs if list(bs).count(b) > 1})
+    if repeated: raise TinyscaleError(f"--b {repeated[0]!r} is given twice: name each rater once")
+    return [compare_raters(store, a, b, seed, n_resamples, confidence, split) for b in bs]
+
+def comparison_table(agreements:list[Agreement])->pd.DataFrame:
+    "The overall and per-category agreement rows of each of `agreements`, one rater after another, `b` naming it."
+    parts = [agreement.table[agreement.table.level != "criterion"].assign(b=agreement.b) for agreement in agreements]
+    return pd.concat(parts, ignore_index=True)[list(COMPARISON_COLUMNS)]
+
+# %% ../nbs/14_agreement.ipynb #595abc8e
+def _category_order(name:str)->int: return -1 if name == "All criteria" else CATEGORIES.index(name) if name in CATEGORIES else len(CATEGORIES)
+
+def comparison_markdown(agreements:list[Agreement])->str:
+    "Several raters' blind agreement with the same rater as Markdown: one table, the raters side by side in each row group."
+    first = agreements[0]
+    frames = []
+    for order, agreement in enumerate(agreements):
+        rows = pd.concat([_agreement_rows(agreement, "overall"), _agreement_rows(agreement, "category")], ignore_index=True)
+        rows.insert(1, "rater", agreement.b)
+        frames.append(rows.assign(_group=rows[""].map(_category_order), _order=order))
+    table = pd.concat(frames, ignore_index=True).sort_values(["_group", "_order"], kind="stable").drop(columns=["_group", "_order"])
+    raters = ", ".join(a.b for a in agreements)
+    parts = [f"# Agreement: {first.a} vs {raters}",
+             f"Blind agreement of {len(agreements)} raters with {first.a}, side by side; each is measured on the (completion, criterion) "
+             f"pairs it shares with {first.a} (its n), so compare raters that scored the same items.",
+             *filter(None, [split_note(first)]), blind_note(first), "## Side by side", markdown_table(table.reset_index(drop=True), None)]
+    notes = [f"{a.b}: {note}" for a in agreements for note in a.notes]
+    if notes: parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    return "\n\n".join(parts) + "\n"
+
+def comparison_csv(agreements:list[Agreement])->str:
+    "The side-by-side table as CSV with exactly `COMPARISON_COLUMNS`."
+    return comparison_table(agreements).to_csv(index=False, lineterminator="\n")
+
+def comparison_json(agreements:list[Agreement])->str:
+    "The side-by-side table as JSON, with the split, the settings and each rater's headline and notes."
+    first = agreements[0]
+    data = dict(tinyscale=tinyscale.__version__, a=first.a, b=[a.b for a in agreements], split=first.split, seed=first.seed,
+                n_resamples=first.n_resamples, confidence=first.confidence, headlines={a.b: a.headline() for a in agreements},
+                side_by_side=json_records(comparison_table(agreements)), notes={a.b: a.notes for a in agreements})
+    return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+def render_comparison(agreements:list[Agreement], format:str="md")->str:
+    "The side-by-side comparison in `format` (`md`, `csv` or `json`)."
+    if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
+    return {"md": comparison_markdown, "csv": comparison_csv, "json": comparison_json}[format](agreements)
+
 # %% ../nbs/14_agreement.ipynb #12aa3845
 PAIR_NAMES = ("first showing", "shown again") # the two "raters" of a self-agreement, for the notes
 REPEAT_PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "time_a", "time_b")
@@ -674,15 +732,20 @@ def _agreement_command(args)->int:
     paths = completion_paths(args)
     store = ScoreStore(folder, completions=load_completions(paths) if paths else None)
     if not store.folder.exists(): raise TinyscaleError(f"--store {store.folder}: no such folder")
-    agreement = compare_raters(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples)
+    if args.split is not None and args.split not in SPLITS: raise TinyscaleError(f"--split {args.split!r}: use one of {', '.join(SPLITS)}")
+    if len(args.b) > 1:
+        agreements = compare_judges(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples, split=args.split)
+        print(render_comparison(agreements, args.format), end="")
+        return 0
+    agreement = compare_raters(store, args.a, args.b[0], seed=args.seed, n_resamples=args.resamples, split=args.split)
     print(render_agreement(agreement, args.format), end="")
     return 0
 
 def add_cli(parser):
     "The `tinyscale agreement` arguments."
     parser.add_argument("--a", required=True, help="the first rater (e.g. your name)")
-    parser.add_argument("--b", required=True, help="the second rater (e.g. judge:<model>)")
+    parser.add_argument("--b", required=True, action="append", help="the second rater (e.g. judge:<model>); repeat to compare several side by side")
     add_store_options(parser)
-    add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
+    add_options(parser, "format", "seed", "resamples", "split", resamples=dict(default=BOOTSTRAP_RESAMPLES),
                 format=dict(help="md (for people), csv (the agreement table) or json (everything); default md"))
     parser.set_defaults(handler=_agreement_command)
