@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import krippendorff
 from sklearn.metrics import cohen_kappa_score, confusion_matrix as sklearn_confusion_matrix
 import tinyscale
-from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, read_jsonl, text_hash, utc_now
 from .rubric import CATEGORIES, SCORE_LEVELS, Rubric
 from .completions import load_completions
 from .store import REPEAT_FIELD, ScoreStore, add_store_options, completion_paths, is_judge, rater_file_name, rater_hint
@@ -23,14 +23,16 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
                                 format_score, json_records, markdown_table, model_order, model_params, row_name, short_name)
 
 # %% auto #0
-__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS', 'REVIEW_VERDICTS',
-           'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS',
-           'paired_scores', 'exact_agreement', 'within_one', 'constant_note', 'weighted_kappa', 'ordinal_alpha',
-           'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds', 'most_common', 'held_out_modes',
-           'baseline_scores', 'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores',
-           'reviews_path', 'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'Agreement',
-           'compare_raters', 'blind_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv',
-           'agreement_json', 'render_agreement', 'in_time_order', 'repeat_pairs', 'self_agreement',
+__all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEED', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS',
+           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'COMPARISON_COLUMNS',
+           'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one', 'constant_note',
+           'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds',
+           'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
+           'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
+           'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note', 'split_note',
+           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+           'render_agreement', 'compare_judges', 'comparison_table', 'comparison_markdown', 'comparison_csv',
+           'comparison_json', 'render_comparison', 'in_time_order', 'repeat_pairs', 'self_agreement',
            'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
@@ -140,6 +142,25 @@ def prompt_folds(slots, # the prompt slot of each row (`prompt_slot`)
     if len(unique) < folds: raise TinyscaleError(f"--folds {folds}: only {len(unique)} prompt slot(s) scored; use at most {len(unique)} folds")
     fold_of = {unique[i]: k % folds for k, i in enumerate(np.random.default_rng(seed).permutation(len(unique)))}
     return slots.map(fold_of).to_numpy(dtype=int)
+
+# %% ../nbs/14_agreement.ipynb #286ec83e
+SPLITS = ("dev", "test")
+SPLIT_SEED = 14  # fixed for the workbook: another seed would move prompts already read on `test` into `dev`
+
+def split_of(slots, # the prompt slot of each row (`prompt_slot`)
+             seed:int=SPLIT_SEED, # keep the default: the split must never change
+            )->np.ndarray:
+    "The split (`dev` or `test`) of each row, from a hash of its prompt slot and `seed` alone: about half the slots each."
+    return np.array([SPLITS[int(text_hash(f"{seed}:{slot}"), 16) % len(SPLITS)] for slot in pd.Series(slots, dtype=object).astype(str)],
+                    dtype=object)
+
+def in_split(frame:pd.DataFrame, # pairs, tidy scores or completions: with `prompt_id` and, when known, `prompt`
+             split:str|None, # `dev`, `test`, or None for every row
+             seed:int=SPLIT_SEED)->pd.DataFrame:
+    "The rows of `frame` whose prompt slot is on the `split` side (every row when `split` is None)."
+    if split is None: return frame
+    if split not in SPLITS: raise TinyscaleError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    return frame[split_of(prompt_slot(frame), seed) == split].reset_index(drop=True)
 
 # %% ../nbs/14_agreement.ipynb #e7b43991
 def most_common(scores, # scores (NaN ignored)
@@ -425,6 +446,7 @@ class Agreement:
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
+    split: str|None = None  # `dev` or `test` (`in_split`); None: every prompt
     @property
     def notes(self)->list[str]: return self.table.attrs.get("notes", [])
     def confusion(self, category:str="", criterion:str="")->pd.DataFrame: return confusion_matrix(self.pairs, (self.a, self.b), category, criterion)
@@ -439,16 +461,19 @@ class Agreement:
 
 def compare_raters(store:ScoreStore, # the score store
                    a:str, b:str, # the two raters
-                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE)->Agreement:
+                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                   split:str|None=None, # only the pairs of the `dev` or `test` prompts (`in_split`); None: all
+                  )->Agreement:
     "Blind agreement of two raters in a store, with per-model means and any review marks of a judge."
     scores = store.current()
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
-    pairs = paired_scores(scores, a, b)
+    pairs = in_split(paired_scores(scores, a, b), split)
+    if split and not len(pairs): raise TinyscaleError(f"raters {a!r} and {b!r} have no (completion, criterion) scored by both on the {split} prompts")
     table = agreement_table(pairs, store.rubric, (a, b), seed, n_resamples, confidence)
     judge, human = (b, a) if is_judge(b) else (a, b)
     reviews = read_reviews(store.folder, judge)
-    reviews = reviews[reviews.human == human].reset_index(drop=True)
-    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric)
+    reviews = reviews[(reviews.human == human) & (reviews.completion_id.isin(set(pairs.completion_id)) if split else True)].reset_index(drop=True)
+    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric, split)
 
 # %% ../nbs/14_agreement.ipynb #aabe98a1
 def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
@@ -467,6 +492,13 @@ def blind_note(agreement:Agreement)->str:
             f"resampling completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic "
             f"weights, alpha Krippendorff's alpha (ordinal). Baseline exact is the exact agreement of a constant rater that always gives "
             f"{agreement.a}'s most common score of the criterion, that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt, seed {agreement.seed}).")
+
+def split_note(agreement:Agreement)->str|None:
+    "Which side of the fixed split by prompt was measured, in one sentence; None when every prompt was."
+    if agreement.split is None: return None
+    slots = prompt_slot(agreement.pairs).nunique()
+    return (f"Measured on the {agreement.split} prompts only ({slots} prompt slots scored by both): each prompt slot is on one side of a "
+            f"fixed split by prompt, dev or test (seed {SPLIT_SEED}); iterate templates on dev and read the test number once.")
 
 def blind_tables(agreement:Agreement)->dict[str, pd.DataFrame]:
     "The blind agreement for reading: `Per category` (overall row first) and `Per criterion`, each value with its interval."
@@ -494,7 +526,7 @@ def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     listed_frame = pd.DataFrame({"prompt": listed.prompt_id, "model": listed.model.map(short_name), "criterion": listed.category + " " + listed.criterion,
                                  agreement.a: listed.score_a.map(format_score), agreement.b: listed.score_b.map(format_score),
                                  f"{agreement.b} note": listed.note_b.fillna("").str.slice(0, 120)})
-    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), blind_note(agreement)]
+    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), *filter(None, [split_note(agreement)]), blind_note(agreement)]
     for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", markdown_table(frame, None)]
     parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", markdown_table(means_frame, None),
               f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", markdown_table(confusion, None),
@@ -511,7 +543,7 @@ def agreement_csv(agreement:Agreement)->str:
 def agreement_json(agreement:Agreement)->str:
     "Everything as JSON: the blind table, notes, per-model means, confusion matrix, disagreements, and the review apart."
     confusion = agreement.confusion()
-    data = dict(tinyscale=tinyscale.__version__, a=agreement.a, b=agreement.b, seed=agreement.seed, n_resamples=agreement.n_resamples,
+    data = dict(tinyscale=tinyscale.__version__, a=agreement.a, b=agreement.b, split=agreement.split, seed=agreement.seed, n_resamples=agreement.n_resamples,
                 confidence=agreement.confidence, headline=agreement.headline(), blind_agreement=json_records(agreement.table[list(AGREEMENT_COLUMNS)]),
                 notes=agreement.notes, means=json_records(agreement.means),
                 confusion=dict(rows=agreement.a, columns=agreement.b, levels=list(SCORE_LEVELS), counts=confusion.to_numpy().tolist()),
@@ -525,6 +557,63 @@ def render_agreement(agreement:Agreement, format:str="md")->str:
     "The agreement report in `format` (`md`, `csv` or `json`)."
     if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     return {"md": agreement_markdown, "csv": agreement_csv, "json": agreement_json}[format](agreement)
+
+# %% ../nbs/14_agreement.ipynb #236495cc
+COMPARISON_COLUMNS = ("b",) + AGREEMENT_COLUMNS
+
+def compare_judges(store:ScoreStore, # the score store
+                   a:str, # the rater compared with (e.g. the researcher)
+                   bs:list, # the raters to compare with `a`, side by side (e.g. judge template versions)
+                   seed:int=0, n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+                   split:str|None=None, # only the `dev` or `test` prompts (`in_split`); None: all
+                  )->list[Agreement]:
+    "The blind agreement of each rater of `bs` with `a` (`compare_raters`), in the order given."
+    repeated = sorted({b for b in bs if list(bs).count(b) > 1})
+    if repeated: raise TinyscaleError(f"--b {repeated[0]!r} is given twice: name each rater once")
+    return [compare_raters(store, a, b, seed, n_resamples, confidence, split) for b in bs]
+
+def comparison_table(agreements:list[Agreement])->pd.DataFrame:
+    "The overall and per-category agreement rows of each of `agreements`, one rater after another, `b` naming it."
+    parts = [agreement.table[agreement.table.level != "criterion"].assign(b=agreement.b) for agreement in agreements]
+    return pd.concat(parts, ignore_index=True)[list(COMPARISON_COLUMNS)]
+
+# %% ../nbs/14_agreement.ipynb #595abc8e
+def _category_order(name:str)->int: return -1 if name == "All criteria" else CATEGORIES.index(name) if name in CATEGORIES else len(CATEGORIES)
+
+def comparison_markdown(agreements:list[Agreement])->str:
+    "Several raters' blind agreement with the same rater as Markdown: one table, the raters side by side in each row group."
+    first = agreements[0]
+    frames = []
+    for order, agreement in enumerate(agreements):
+        rows = pd.concat([_agreement_rows(agreement, "overall"), _agreement_rows(agreement, "category")], ignore_index=True)
+        rows.insert(1, "rater", agreement.b)
+        frames.append(rows.assign(_group=rows[""].map(_category_order), _order=order))
+    table = pd.concat(frames, ignore_index=True).sort_values(["_group", "_order"], kind="stable").drop(columns=["_group", "_order"])
+    raters = ", ".join(a.b for a in agreements)
+    parts = [f"# Agreement: {first.a} vs {raters}",
+             f"Blind agreement of {len(agreements)} raters with {first.a}, side by side; each is measured on the (completion, criterion) "
+             f"pairs it shares with {first.a} (its n), so compare raters that scored the same items.",
+             *filter(None, [split_note(first)]), blind_note(first), "## Side by side", markdown_table(table.reset_index(drop=True), None)]
+    notes = [f"{a.b}: {note}" for a in agreements for note in a.notes]
+    if notes: parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    return "\n\n".join(parts) + "\n"
+
+def comparison_csv(agreements:list[Agreement])->str:
+    "The side-by-side table as CSV with exactly `COMPARISON_COLUMNS`."
+    return comparison_table(agreements).to_csv(index=False, lineterminator="\n")
+
+def comparison_json(agreements:list[Agreement])->str:
+    "The side-by-side table as JSON, with the split, the settings and each rater's headline and notes."
+    first = agreements[0]
+    data = dict(tinyscale=tinyscale.__version__, a=first.a, b=[a.b for a in agreements], split=first.split, seed=first.seed,
+                n_resamples=first.n_resamples, confidence=first.confidence, headlines={a.b: a.headline() for a in agreements},
+                side_by_side=json_records(comparison_table(agreements)), notes={a.b: a.notes for a in agreements})
+    return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+def render_comparison(agreements:list[Agreement], format:str="md")->str:
+    "The side-by-side comparison in `format` (`md`, `csv` or `json`)."
+    if format not in FORMATS: raise TinyscaleError(f"--format {format!r}: use one of {', '.join(FORMATS)}")
+    return {"md": comparison_markdown, "csv": comparison_csv, "json": comparison_json}[format](agreements)
 
 # %% ../nbs/14_agreement.ipynb #12aa3845
 PAIR_NAMES = ("first showing", "shown again") # the two "raters" of a self-agreement, for the notes
@@ -643,15 +732,20 @@ def _agreement_command(args)->int:
     paths = completion_paths(args)
     store = ScoreStore(folder, completions=load_completions(paths) if paths else None)
     if not store.folder.exists(): raise TinyscaleError(f"--store {store.folder}: no such folder")
-    agreement = compare_raters(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples)
+    if args.split is not None and args.split not in SPLITS: raise TinyscaleError(f"--split {args.split!r}: use one of {', '.join(SPLITS)}")
+    if len(args.b) > 1:
+        agreements = compare_judges(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples, split=args.split)
+        print(render_comparison(agreements, args.format), end="")
+        return 0
+    agreement = compare_raters(store, args.a, args.b[0], seed=args.seed, n_resamples=args.resamples, split=args.split)
     print(render_agreement(agreement, args.format), end="")
     return 0
 
 def add_cli(parser):
     "The `tinyscale agreement` arguments."
     parser.add_argument("--a", required=True, help="the first rater (e.g. your name)")
-    parser.add_argument("--b", required=True, help="the second rater (e.g. judge:<model>)")
+    parser.add_argument("--b", required=True, action="append", help="the second rater (e.g. judge:<model>); repeat to compare several side by side")
     add_store_options(parser)
-    add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
+    add_options(parser, "format", "seed", "resamples", "split", resamples=dict(default=BOOTSTRAP_RESAMPLES),
                 format=dict(help="md (for people), csv (the agreement table) or json (everything); default md"))
     parser.set_defaults(handler=_agreement_command)

@@ -204,6 +204,8 @@ CLI_OPTIONS = {  # name: (flags, argparse keywords)
                help="md (tables for people), csv (one tidy table) or json (everything); default md")),
     "seed": (("--seed",), dict(type=int, default=0, help="seed of the bootstrap resampling (default 0)")),
     "resamples": (("--resamples",), dict(type=int, metavar="N", help="bootstrap resamples (default %(default)s)")),
+    "split": (("--split",), dict(metavar="dev|test", default=None,  # checked by the command, so a bad name is one clear line
+              help="only the prompts on this side of the fixed split by prompt: dev (iterate templates) or test (read once); default all")),
 }
 
 def add_options(parser:argparse.ArgumentParser, # a command's parser (or argument group)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
 import tinyscale
-from .core import TinyscaleError, append_jsonl, canonical_json, data_path, read_jsonl, text_hash, utc_now
+from .core import TinyscaleError, add_options, append_jsonl, canonical_json, data_path, read_jsonl, text_hash, utc_now
 from .rubric import CATEGORIES
 from .completions import completions_dir, load_completions
 from .store import ScoreStore, add_store_options, completion_paths, judge_rater
+from .agreement import in_split
 from .judge_templates import JudgeTemplate, ParseFailure, _text, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
                                       checked_number, error_status, estimate_cost, make_backend, retry_after, retry_reason)
@@ -366,6 +367,9 @@ def _selected_completions(args)->pd.DataFrame:
         if unknown: raise TinyscaleError(f"--category {unknown[0]!r}: use one of {', '.join(CATEGORIES)}")
         frame = frame[frame.category.isin(args.category)].reset_index(drop=True)
     if frame.empty: raise TinyscaleError(f"--completions: no completions found in {', '.join(map(str, args.completions or [completions_dir()]))}")
+    split = getattr(args, "split", None)  # a caller without the option judges every prompt
+    frame = in_split(frame, split)
+    if frame.empty: raise TinyscaleError(f"--split {split}: no completion's prompt is on the {split} side of the split")
     return frame
 
 def _money(cost)->str: return "unknown (no price for this model; give --price-in/--price-out)" if cost is None else f"${cost:.4f}"
@@ -408,6 +412,8 @@ def add_cli(parser):
     parser.add_argument("--limit", type=int, default=None, help="send at most N new judgments")
     parser.add_argument("--dry-run", action="store_true", help="print the prompts, the number of calls and the estimated cost; call nothing")
     parser.add_argument("--category", action="append", default=None, help="judge only this category (repeatable)")
+    add_options(parser, "split", split=dict(help="judge only the completions of the prompts on this side of the fixed split by prompt: "
+                                                 "dev (iterate templates) or test (read once); default all"))
     parser.add_argument("--cache", default=None, help="folder of judgment records (default data/judge-cache/)")
     parser.add_argument("--template-version", type=int, default=None, help="template set version in data/judge/ (default newest)")
     parser.add_argument("--max-tokens", type=int, default=None, help="answer token limit (default 2048; 512 local)")
