@@ -630,7 +630,13 @@ def repeat_pairs(events:pd.DataFrame, # one rater's events, repeats included (`S
                 )->pd.DataFrame:
     "One row per (completion, criterion) shown again: the score before the first repeat (`score_a`) and the latest repeat (`score_b`)."
     first, pairs = {}, {}
-    for e in in_time_order(events[events["criterion"] != ""]).to_dict("records"):
+    scored = events[events["criterion"] != ""]
+    flags = scored[REPEAT_FIELD] if REPEAT_FIELD in scored.columns else pd.Series(False, index=scored.index)
+    shown_again = scored[flags.fillna(False).astype(bool)]
+    if len(shown_again) < len(scored):  # only the items shown again can pair: leave out the rest before the walk in time order
+        keys = pd.MultiIndex.from_frame(shown_again[["completion_id", "criterion"]])
+        scored = scored[pd.MultiIndex.from_frame(scored[["completion_id", "criterion"]]).isin(keys)]
+    for e in in_time_order(scored).to_dict("records"):
         key, score = (e["completion_id"], e["criterion"]), None if pd.isna(e["score"]) else float(e["score"])
         if not e[REPEAT_FIELD]:
             if key not in pairs: first[key] = (score, e["time"])  # until the item is shown again
