@@ -29,8 +29,8 @@ __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEE
            'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds',
            'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
            'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
-           'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'blind_note', 'split_note',
-           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+           'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'agreement_rows', 'blind_note',
+           'split_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
            'render_agreement', 'compare_judges', 'comparison_table', 'comparison_markdown', 'comparison_csv',
            'comparison_json', 'render_comparison', 'in_time_order', 'repeat_pairs', 'self_agreement',
            'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
@@ -476,15 +476,25 @@ def compare_raters(store:ScoreStore, # the score store
     return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric, split)
 
 # %% ../nbs/14_agreement.ipynb #aabe98a1
-def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame:
-    part = agreement.table[agreement.table.level == level]
-    return pd.DataFrame({"": [row_name(r.category, r.criterion, agreement.rubric if level == "criterion" else None) for r in part.itertuples()],
-                         "n": part.n.tolist(),
-                         "exact": [f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]" for r in part.itertuples()],
-                         "baseline exact": [format_percent(v) for v in part.baseline_exact],
-                         "within one": [format_percent(v) for v in part.within_one],
-                         "kappa_w": [f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]" for r in part.itertuples()],
-                         "alpha": [format_number(v) for v in part.alpha]})
+_ROW_CELLS = {  # a column of the Markdown tables: how it is written from a row of an agreement table
+    "n": lambda r: r.n,
+    "exact": lambda r: f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]",
+    "baseline exact": lambda r: format_percent(r.baseline_exact),
+    "within one": lambda r: format_percent(r.within_one),
+    "kappa_w": lambda r: f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]",
+    "alpha": lambda r: format_number(r.alpha),
+}
+
+def agreement_rows(table:pd.DataFrame, # an agreement table (`agreement_table`), or a self-agreement one
+                   rubric:Rubric|None, level:str, # the rows of this level; the rubric names the criteria
+                   columns:tuple=tuple(_ROW_CELLS), # which of the Markdown columns
+                  )->pd.DataFrame:
+    "The rows of one level of an agreement table as the Markdown shows them, a name and the chosen columns."
+    part = list(table[table.level == level].itertuples())
+    cells = {"": [row_name(r.category, r.criterion, rubric if level == "criterion" else None) for r in part]}
+    return pd.DataFrame({**cells, **{name: [_ROW_CELLS[name](r) for r in part] for name in columns}})
+
+def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame: return agreement_rows(agreement.table, agreement.rubric, level)
 
 def blind_note(agreement:Agreement)->str:
     "How the blind numbers were measured: what blind means, the intervals, kappa_w, alpha and the baseline."

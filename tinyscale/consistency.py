@@ -18,9 +18,9 @@ from .core import TinyscaleError, add_options
 from .rubric import CATEGORIES, Rubric, load_rubric
 from .store import REPEAT_FIELD, ScoreStore, add_store_options, is_judge, store_from_args
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, format_number, format_percent, json_records,
-                                markdown_table, row_name)
-from .agreement import (AGREEMENT_COLUMNS, PAIR_NAMES, REPEAT_PAIR_COLUMNS, agreement_table, ceiling_sentence, in_time_order,
-                                 paired_scores, repeat_pairs, self_agreement, self_agreement_headline)
+                                markdown_table)
+from .agreement import (AGREEMENT_COLUMNS, PAIR_NAMES, REPEAT_PAIR_COLUMNS, agreement_rows, agreement_table, ceiling_sentence,
+                                 in_time_order, paired_scores, repeat_pairs, self_agreement, self_agreement_headline)
 from .plots import footnote, new_figure, settle
 
 # %% auto #0
@@ -271,12 +271,7 @@ def drift_figure(result:Consistency, # from `rater_consistency`
 CONSISTENCY_TABLES = ("self", "drift")
 
 def _self_rows(result:Consistency, level:str)->pd.DataFrame:
-    part = result.table[result.table.level == level]
-    return pd.DataFrame({"": [row_name(r.category, r.criterion, result.rubric if level == "criterion" else None) for r in part.itertuples()],
-                         "n": part.n.tolist(),
-                         "exact": [f"{format_percent(r.exact)} [{format_percent(r.exact_ci_low)}, {format_percent(r.exact_ci_high)}]" for r in part.itertuples()],
-                         "within one": [format_percent(v) for v in part.within_one],
-                         "kappa_w": [f"{format_number(r.kappa_w)} [{format_number(r.kappa_w_ci_low)}, {format_number(r.kappa_w_ci_high)}]" for r in part.itertuples()]})
+    return agreement_rows(result.table, result.rubric, level, ("n", "exact", "within one", "kappa_w"))
 
 def self_note(result:Consistency)->str:
     "How self-agreement was measured."
