@@ -6,14 +6,14 @@ Docs: https://tinyscale.github.io/tinyscale/fake_judge.html.md"""
 
 # %% ../nbs/16_fake_judge.ipynb #aa40884a
 from __future__ import annotations
-import json, re, threading, time
+import json, math, re, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .core import text_hash
 from .rubric import SCORE_LEVELS
-from .judge_templates import _json_values, estimated_tokens
+from .judge_templates import _json_values, estimated_tokens, score_offsets
 
 # %% auto #0
-__all__ = ['FAKE_MODEL_VERSION', 'fake_judge_answer', 'quoting_answer', 'FakeJudgeServer']
+__all__ = ['FAKE_MODEL_VERSION', 'fake_judge_answer', 'quoting_answer', 'fake_probabilities', 'FakeJudgeServer']
 
 # %% ../nbs/16_fake_judge.ipynb #ddcfa886
 FAKE_MODEL_VERSION = "fake-judge-2026-01"
@@ -80,6 +80,43 @@ def _key_sent(headers:dict)->str:
 _API_PATHS = {"anthropic": re.compile(r"^/v1/messages$"), "openai": re.compile(r"^/v1/chat/completions$"),
               "gemini": re.compile(r"^/v1(beta)?/models/[^/:]+:generateContent$")}
 
+# %% ../nbs/16_fake_judge.ipynb #a93ab563
+def fake_probabilities(prompt:str, label:str, score:float)->dict:
+    "The planted probability of each level for criterion `label` scored `score`: `{\"0\": p, \"0.5\": p, \"1\": p}`, most on `score`."
+    h = int(text_hash(f"{prompt}\n{label}\nprobabilities"), 16)
+    chosen = 0.5 + (h % 45) / 100              # 0.5 to 0.94
+    share = 0.2 + (h // 45 % 7) / 10           # of the rest, to the lower of the other two levels
+    others = [level for level in SCORE_LEVELS if level != score]
+    planted = {score: chosen, others[0]: round((1 - chosen) * share, 4), others[1]: round((1 - chosen) * (1 - share), 4)}
+    return {f"{level:g}": planted[level] for level in SCORE_LEVELS}
+
+_TOKEN = re.compile(r"\s+|\d|\.|[A-Za-z]+|[^\sA-Za-z\d]")
+
+def _wire_token(text:str, probability:float, alternatives:dict)->dict:
+    top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in alternatives.items()]
+    return {"token": text, "logprob": math.log(probability), "bytes": list(text.encode()), "top_logprobs": top}
+
+def _wire_logprobs(text:str, prompt:str, top:int)->dict:
+    "The `logprobs` of an OpenAI choice for the answer `text`: its tokens, with the planted level probabilities where scores begin."
+    tokens = _TOKEN.findall(text)
+    starts = dict((sum(map(len, tokens[:i])), i) for i in range(len(tokens)))
+    planted = {}
+    labels = re.findall(r'"([A-Z])": \{', text)
+    for label, at in score_offsets(text, labels).items():
+        if at is None or at not in starts: continue
+        score = float(re.match(r"[\d.]+", text[at:]).group())
+        p = fake_probabilities(prompt, label, score)
+        low = p["0"] + p["0.5"]
+        i = starts[at]
+        planted[i] = {"1": p["1"], "0": low}
+        if tokens[i] == "0": planted[i + 1] = {".": p["0.5"] / low, ",": p["0"] / low}
+    content = []
+    for i, token in enumerate(tokens):
+        alternatives = planted.get(i, {token: 1.0})
+        alternatives = dict(sorted(alternatives.items(), key=lambda kv: -kv[1])[:top]) if top else {}
+        content.append(_wire_token(token, planted.get(i, {token: 1.0}).get(token, 1.0), alternatives))
+    return {"content": content, "refusal": None}
+
 # %% ../nbs/16_fake_judge.ipynb #b0c794f7
 class FakeJudgeServer:
     "A judge API on 127.0.0.1 speaking the Anthropic, Gemini or OpenAI wire format, for lessons and tests."
@@ -89,10 +126,12 @@ class FakeJudgeServer:
                  hang:float=3.0, # seconds a `timeout` fault waits before answering
                  retry_after:float|None=None, # the `retry-after` header of a 429, in seconds
                  answer=fake_judge_answer, # prompt text -> answer text
-                 version:str=FAKE_MODEL_VERSION):
+                 version:str=FAKE_MODEL_VERSION,
+                 logprobs:bool=True, # answer token log-probabilities when a request asks for them (OpenAI format); False: ignore the ask, as some servers do
+                ):
         if api not in _API_PATHS: raise ValueError(f"api {api!r}: use one of {', '.join(_API_PATHS)}")
         self.api, self.faults, self.delay, self.hang, self.retry_after = api, list(faults or []), delay, hang, retry_after
-        self.answer, self.version = answer, version
+        self.answer, self.version, self.logprobs = answer, version, logprobs
         self.requests, self.in_flight, self.max_in_flight = 0, 0, 0
         self.bodies, self.headers, self.paths, self.times, self.statuses = [], [], [], [], []
         self._lock, self._server = threading.Lock(), None
@@ -138,7 +177,10 @@ class FakeJudgeServer:
             prompt = _request_text(self.api, body)
             text = "I read the story and liked it very much." if fault == "malformed" else self.answer(prompt)
             if fault in ("quote-before", "quote-after"): text = quoting_answer(prompt, text, before=fault == "quote-before")
-            return 200, {}, _wire_answer(self.api, text, prompt, self.version)
+            wire = _wire_answer(self.api, text, prompt, self.version)
+            if self.api == "openai" and body.get("logprobs") and self.logprobs:
+                wire["choices"][0]["logprobs"] = _wire_logprobs(text, prompt, int(body.get("top_logprobs") or 0))
+            return 200, {}, wire
         finally:
             with self._lock: self.in_flight -= 1
 

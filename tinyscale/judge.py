@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/judge.html.md"""
 
 # %% ../nbs/18_judge.ipynb #d0087c58
 from __future__ import annotations
-import random, re, threading, time
+import argparse, random, re, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from .rubric import CATEGORIES
 from .completions import completions_dir, load_completions
 from .store import ScoreStore, add_store_options, completion_paths, judge_rater
 from .agreement import in_split
-from .judge_templates import JudgeTemplate, ParseFailure, _text, estimated_tokens, load_templates, parse_judgment
+from .judge_templates import JudgeTemplate, ParseFailure, _text, answer_probabilities, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
                                       checked_number, error_status, estimate_cost, make_backend, retry_after, retry_reason)
 
@@ -207,6 +207,13 @@ def _failure(exc:BaseException)->tuple[str, bool]:
     if status is not None: return f"refused ({status})", False
     return f"client-side error ({type(exc).__name__})", True
 
+def _probabilities_note(backend:Backend, probabilities:dict|None)->str:
+    "Why a judgment carries no score probabilities, or for which criteria (empty when it carries them all, or was not read)."
+    if probabilities is None: return ""
+    if not probabilities: return backend.logprobs_note or "the server returned no log-probabilities"
+    missing = [label for label, p in probabilities.items() if p is None]
+    return f"no probability for {', '.join(missing)}: the score could not be placed in the answer's tokens" if missing else ""
+
 @patch
 def _send(self:Judge, messages:list[dict], log:dict)->Reply:
     "One answer from the backend, retrying 429/5xx/timeouts with backoff; raises after the last retry."
@@ -225,7 +232,8 @@ def _send(self:Judge, messages:list[dict], log:dict)->Reply:
             log["retries"].append(self.backend.scrub(reason or _short_error(exc)))
             if reason is None or retry == self.retry.max_retries:
                 why, ours = _failure(exc)
-                raise _Failed(why, self.backend.scrub(f"{reason or 'not retryable'} after {retry + 1} request(s): {_short_error(exc)}"), ours) from None
+                hint = " (log-probabilities were asked for: give --no-logprobs if this server refuses them)" if status == 400 and self.backend.logprobs else ""
+                raise _Failed(why, self.backend.scrub(f"{reason or 'not retryable'} after {retry + 1} request(s): {_short_error(exc)}{hint}"), ours) from None
             self._stop.wait(self.retry.delay(retry, retry_after(exc), self._rng)) # an interrupt cuts the wait short
 
 @patch
@@ -235,6 +243,7 @@ def call(self:Judge, request:JudgeRequest)->dict:
     log = dict(requests=0, retries=[])
     answers, versions, tokens_in, tokens_out, messages = [], [], 0, 0, request.messages
     status, scores, explanations, problem, reason, ours = "error", {}, {}, None, None, False
+    probabilities = None
     for attempt in range(self.parse_retries + 1):
         try: reply = self._send(messages, log)
         except _Failed as e: status, problem, reason, ours = "error", str(e), e.reason, e.ours; break
@@ -247,6 +256,7 @@ def call(self:Judge, request:JudgeRequest)->dict:
             messages = messages + [{"role": "assistant", "content": reply.text or "(empty)"}, {"role": "user", "content": template.repair_message(str(e))}]
             continue
         status, problem, reason = "ok", None, None
+        probabilities = answer_probabilities(reply.text, reply.tokens, template.labels, shown=request.prompt)
         scores, explanations = {k: s for k, (s, _) in parsed.items()}, {k: e for k, (_, e) in parsed.items()}
         break
     answered = bool(answers)
@@ -255,6 +265,7 @@ def call(self:Judge, request:JudgeRequest)->dict:
                   judge_backend=self.backend.name, judge_model=self.backend.model, judge_version=next((v for v in reversed(versions) if v), ""),
                   api_version=self.backend.api_version, template=template.name, template_hash=template.hash, params=self.backend.params,
                   status=status, scores=scores, explanations=explanations, answers=answers, problem=problem, reason=reason,
+                  probabilities=probabilities or None, probabilities_note=_probabilities_note(self.backend, probabilities),
                   requests=log["requests"], retries=log["retries"],
                   input_tokens=tokens_in if answered else 0, output_tokens=tokens_out if answered else 0,
                   cost_usd=estimate_cost(self.backend.model, tokens_in, tokens_out, self.prices) if answered else 0.0,
@@ -352,6 +363,7 @@ def _judge_from_args(args)->Judge:
     options = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}
     if args.backend == "local": options["device"] = args.device
     elif args.device != "auto": raise TinyscaleError(f"--device {args.device}: only the local backend runs a model here")
+    if getattr(args, "logprobs", None) is not None: options["logprobs"] = args.logprobs
     backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout=args.timeout, **options)
     prices = None
     if (args.price_in is None) != (args.price_out is None): raise TinyscaleError("--price-in and --price-out go together (US$ per million tokens)")
@@ -424,5 +436,8 @@ def add_cli(parser):
     parser.add_argument("--price-in", type=float, default=None, help="US$ per million input tokens (overrides the table)")
     parser.add_argument("--price-out", type=float, default=None, help="US$ per million output tokens")
     parser.add_argument("--device", default="auto", help="local backend: cpu, cuda, mps or auto (default)")
+    parser.add_argument("--logprobs", action=argparse.BooleanOptionalAction, default=None,
+                        help="ask for token log-probabilities and record each score level's probability (default: on for local and "
+                             "for --base-url servers, off for OpenAI's own API; anthropic and gemini give none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_judge_command)

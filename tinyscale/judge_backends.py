@@ -54,6 +54,7 @@ class Reply:
     input_tokens: int|None = None  # prompt tokens billed
     output_tokens: int|None = None # answer tokens billed (thinking tokens included)
     finish_reason: str = ""        # why generation stopped, as the API says it
+    tokens: list|None = None       # `(text, logprob, [(alternative, logprob), ...])` per answer token, where the backend returned them
 
 API_KEY_VARIABLES = {"anthropic": ("ANTHROPIC_API_KEY",), "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "openai": ("OPENAI_API_KEY",)}
 
@@ -120,15 +121,25 @@ class Backend:
                  base_url:str|None=None, # another server speaking the same API (default: the provider's)
                  timeout:float=60.0, # seconds before one request counts as timed out
                  max_tokens:int=2048, # the answer's token limit
+                 logprobs:bool|None=None, # ask for token log-probabilities (None: where the backend gives them by default)
                 ):
         if not model or not str(model).strip(): raise TinyscaleError(f"--model: give the {self.name} model id")
         checked_number("--timeout", timeout, 0, above=True, unit="seconds"); checked_number("--max-tokens", max_tokens, 1, whole=True)
         self.model, self.base_url, self.timeout, self.max_tokens = str(model).strip(), base_url, float(timeout), int(max_tokens)
+        if logprobs and self.no_logprobs: raise TinyscaleError(f"--logprobs: {self.no_logprobs}")
+        self.logprobs = self.default_logprobs if logprobs is None else bool(logprobs)
         self._client, self._secret, self._lock = None, None, threading.Lock()
     @property
     def params(self)->dict:
         "The generation settings sent with every request (part of the cache key)."
         return {"temperature": 0, "max_tokens": self.max_tokens}
+    no_logprobs = "" # why this backend gives no token log-probabilities (empty: it can)
+    @property
+    def default_logprobs(self)->bool: return False
+    @property
+    def logprobs_note(self)->str:
+        "Why a judgment of this backend carries no score probabilities (empty when they are asked for)."
+        return self.no_logprobs or ("" if self.logprobs else "log-probabilities were not asked for (--no-logprobs)")
     @property
     def api_version(self)->str: return ""
     def connect(self)->"Backend":
@@ -150,6 +161,7 @@ class Backend:
 class AnthropicBackend(Backend):
     "Claude through the `anthropic` SDK's Messages API."
     name = "anthropic"
+    no_logprobs = "the anthropic Messages API returns no token log-probabilities"
     @property
     def params(self)->dict: return {"max_tokens": self.max_tokens} # the 2026-10-21 API refuses temperature, top_p and top_k
     @property
@@ -169,6 +181,11 @@ class AnthropicBackend(Backend):
 class OpenAIBackend(Backend):
     "OpenAI, or any server speaking its Chat Completions API (vLLM, Ollama, llama.cpp), through the `openai` SDK."
     name = "openai"
+    top_logprobs = 5 # alternatives asked for per answer token
+    @property
+    def default_logprobs(self)->bool:
+        "On for compatible servers (vLLM, llama.cpp); off for OpenAI's own API, whose reasoning models refuse them (`--logprobs` asks)."
+        return self.base_url is not None
     @property
     def token_field(self)->str:
         "OpenAI's own API wants `max_completion_tokens`; compatible servers know `max_tokens`."
@@ -180,18 +197,22 @@ class OpenAIBackend(Backend):
         self._secret = api_key_from_environment("openai", required=self.base_url is None)
         return openai.OpenAI(api_key=self._secret or "no-key-needed", base_url=self.base_url, timeout=self.timeout, max_retries=0)
     def complete(self, messages:list[dict])->Reply:
-        response = self.connect()._client.chat.completions.create(model=self.model, messages=messages, **self.params)
+        asked = dict(logprobs=True, top_logprobs=self.top_logprobs) if self.logprobs else {}
+        response = self.connect()._client.chat.completions.create(model=self.model, messages=messages, **self.params, **asked)
         choice = response.choices[0]
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        tokens = [(t.token, t.logprob, [(a.token, a.logprob) for a in (t.top_logprobs or [])]) for t in content] if content else None
         version = response.model or ""
         if getattr(response, "system_fingerprint", None): version += f" ({response.system_fingerprint})"
         usage = response.usage
         return Reply(choice.message.content or "", version, getattr(usage, "prompt_tokens", None),
-                     getattr(usage, "completion_tokens", None), choice.finish_reason or "")
+                     getattr(usage, "completion_tokens", None), choice.finish_reason or "", tokens)
 
 # %% ../nbs/17_judge_backends.ipynb #88566e25
 class GeminiBackend(Backend):
     "Gemini through the `google-genai` SDK's `generateContent`."
     name = "gemini"
+    no_logprobs = "tinyscale does not yet read the gemini backend's log-probabilities"
     def _connect(self):
         genai, types = _import_sdk("google.genai", "google-genai"), _import_sdk("google.genai.types", "google-genai")
         self._secret = api_key_from_environment("gemini")
@@ -218,12 +239,16 @@ class LocalBackend(Backend):
     def __init__(self, model:str, # the model folder
                  base_url=None, timeout:float=600.0, max_tokens:int=512,
                  device:str="cpu", # `cpu`, `cuda`, `mps` or `auto`
+                 logprobs:bool|None=None, # record each answer token's alternatives (default on)
                 ):
         self.folder = Path(model).expanduser()
         if not (self.folder/"config.json").exists(): raise TinyscaleError(f"--model {model}: not a model folder (no config.json)")
-        super().__init__(self.folder.resolve().name, None, timeout, max_tokens)
+        super().__init__(self.folder.resolve().name, None, timeout, max_tokens, logprobs)
         from tinyscale.models import folder_revision, pick_device # imports torch: only for this backend
         self.device, self.weights = pick_device(device), folder_revision(self.folder)
+    top_logprobs = 5
+    @property
+    def default_logprobs(self)->bool: return True
     @property
     def params(self)->dict: return {"temperature": 0, "max_tokens": self.max_tokens, "weights": self.weights}
     def _connect(self):
@@ -242,12 +267,38 @@ class LocalBackend(Backend):
         ids = self._prompt_ids(tokenizer, messages).to(self.device)
         limit = getattr(lm.config, "max_position_embeddings", None)
         if limit and ids.shape[1] + self.max_tokens > limit: ids = ids[:, -(limit - self.max_tokens):]
+        steps, extra = [], {}
+        if self.logprobs: extra["logits_processor"] = _alternatives_recorder(steps, self.top_logprobs)
         with self._lock, torch.no_grad():
             out = lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_tokens, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+                              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id, **extra)
         new = out[0, ids.shape[1]:]
         finish = "eos" if len(new) and int(new[-1]) == tokenizer.eos_token_id else "length"
-        return Reply(tokenizer.decode(new, skip_special_tokens=True), f"{self.model}@{self.weights}", int(ids.shape[1]), int(len(new)), finish)
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        tokens = _answer_tokens(tokenizer, new.tolist(), steps, text) if self.logprobs else None
+        return Reply(text, f"{self.model}@{self.weights}", int(ids.shape[1]), int(len(new)), finish, tokens)
+
+def _alternatives_recorder(steps:list, k:int):
+    "A logits processor that appends, at every generation step, the `k` likeliest token ids and their log-probabilities to `steps`."
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+    class Record(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            top = torch.log_softmax(scores[0].float(), -1).topk(k)
+            steps.append((top.indices.tolist(), top.values.tolist()))
+            return scores
+    return LogitsProcessorList([Record()])
+
+def _answer_tokens(tokenizer, ids:list[int], steps:list, text:str)->list:
+    "`(text, logprob, [(alternative, logprob), ...])` per generated token, the texts spelling `text` (decoded one by one, or by prefixes)."
+    decode = lambda part: tokenizer.decode(part, skip_special_tokens=True)
+    texts = [decode([i]) for i in ids]
+    if "".join(texts) != text:  # a character split across tokens: each token's text is what it adds to the text before it
+        prefixes = [decode(ids[:n]) for n in range(len(ids) + 1)]
+        texts = [later[len(earlier):] if later.startswith(earlier) else "" for earlier, later in zip(prefixes, prefixes[1:])]
+    # greedy takes the likeliest token, so the chosen one is among the top (a tie broken otherwise aside: then it has none)
+    return [(t, dict(zip(top, values)).get(i, float("-inf")), [(decode([a]), v) for a, v in zip(top, values)])
+            for t, i, (top, values) in zip(texts, ids, steps)]
 
 # %% ../nbs/17_judge_backends.ipynb #192cb858
 BACKENDS = {"anthropic": AnthropicBackend, "gemini": GeminiBackend, "openai": OpenAIBackend, "local": LocalBackend}

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/judge_templates.html.md"""
 
 # %% ../nbs/13_judge_templates.ipynb #6736e970
 from __future__ import annotations
-import json, re
+import json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from .core import TinyscaleError, canonical_json, data_path, text_hash
@@ -16,7 +16,8 @@ from .rubric import SCORE_LEVELS, Rubric, ScoringRules, load_rubric, load_scorin
 __all__ = ['END_OF_TEXT', 'PLACEHOLDERS', 'REQUIRED_PLACEHOLDERS', 'RULES_PLACEHOLDERS', 'UNRULED_VERSIONS',
            'REPAIR_PLACEHOLDERS', 'UNFENCED_VERSIONS', 'judge_dir', 'template_slug', 'fill_placeholders', 'fences',
            'escape_fenced', 'judge_text', 'ending_note', 'JudgeTemplate', 'answer_format', 'template_versions',
-           'load_templates', 'estimated_tokens', 'ParseFailure', 'parse_judgment']
+           'load_templates', 'estimated_tokens', 'ParseFailure', 'parse_judgment', 'score_offsets',
+           'level_probabilities', 'answer_probabilities']
 
 # %% ../nbs/13_judge_templates.ipynb #ac9bc76e
 END_OF_TEXT = "<|endoftext|>"
@@ -281,3 +282,113 @@ def parse_judgment(text:str, # the judge's raw answer
         score, explanation = _score_and_explanation(entries[label])
         parsed[label] = (_as_level(score, label), str(explanation or "").strip())
     return parsed
+
+# %% ../nbs/13_judge_templates.ipynb #e9f8440c
+_VALUE_KEYS = "|".join(_SCORE_KEYS)
+
+def _json_spans(text:str)->list[tuple]:
+    "`(value, start, end)` of every top-level JSON object or list in `text`, as `_json_values` finds them."
+    found, position = [], 0
+    while (match := re.compile(r"[{\[]").search(text, position)):
+        value, end = _json_at(text, match.start())
+        if value is None: position = match.start() + 1
+        else: found.append((value, match.start(), end)); position = end
+    return found
+
+def _value_offset(span:str, label:str)->int|None:
+    "Where the score of `label` starts in the text of one JSON answer (a `{label: {score: ...}}`, `{label: score}` or list form)."
+    key = rf'"\s*(?:criterion\s*|label\s*)?{re.escape(label)}\s*"'
+    score = rf'"(?:{_VALUE_KEYS})"\s*:\s*"?'
+    patterns = (rf'{key}\s*:\s*\{{[^{{}}]*?{score}',                                         # {"A": {"score": 1}}
+                rf'{key}\s*:\s*"?(?=[\d.])',                                               # {"A": 1}
+                rf'"(?:criterion|label|id|name)"\s*:\s*{key}[^{{}}]*?{score}',               # [{"criterion": "A", "score": 1}]
+                rf'\{{[^{{}}]*?{score}(?=[^{{}}]*"(?:criterion|label|id|name)"\s*:\s*{key})') # [{"score": 1, "criterion": "A"}]
+    for pattern in patterns:
+        if (match := re.compile(pattern, re.I).search(span)): return match.end()
+    return None
+
+def score_offsets(text:str, # the judge's raw answer, as `parse_judgment` reads it
+                  labels:list[str], # the criterion labels
+                  shown:str="", # the prompt the judge was shown
+                 )->dict[str, int|None]:
+    "`{label: offset}`: where, in `text`, the score `parse_judgment` reads for each label starts (None where it cannot be told)."
+    copied = {canonical_json(v) for v in _json_values(shown)} if shown else set()
+    own = [(entries, start, end) for value, start, end in _json_spans(text)
+           if (entries := _entries_from_json(value)) and canonical_json(value) not in copied]
+    complete = [o for o in own if all(label in o[0] for label in labels)]
+    partial = [o for o in own if any(label in o[0] for label in labels)]
+    chosen = complete[-1] if complete else partial[-1] if partial else None
+    if chosen is not None:
+        _, start, end = chosen
+        return {label: (None if (at := _value_offset(text[start:end], label)) is None else start + at) for label in labels}
+    lines = _unshown_lines(text, shown) if shown else text
+    if lines != text: return {label: None for label in labels} # the line answer was read from a text with lines left out
+    found = {}
+    for m in _TAGGED.finditer(text): found[(m.group("label") or m.group("tag")).upper()] = m.start("score")
+    if not found:
+        for m in _LINE.finditer(text): found[m.group("label").upper()] = m.start("score")
+    return {label: found.get(label) for label in labels}
+
+# %% ../nbs/13_judge_templates.ipynb #27d1cf00
+_COMPLETE = {"0": 0.0, "0.0": 0.0, "0.5": 0.5, ".5": 0.5, "1": 1.0, "1.0": 1.0} # how a score can be written
+_BEGUN = {"0.": 0.5, "0.5": 0.5, ".": 0.5, ".5": 0.5, "1": 1.0, "1.": 1.0, "1.0": 1.0} # how it can begin, `0` aside (0 or 0.5)
+
+def _split_token(rest:str)->tuple[str, bool]:
+    "`(number, complete)`: the digits and dots a token's text begins with, and whether something else follows them in it."
+    number = re.match(r"[\d.]*", rest).group()
+    return number, len(number) < len(rest)
+
+def _levels(number:str, complete:bool)->tuple:
+    "The levels a number can be: `(level,)`, `(0.0, 0.5)` for a `0` that may go on, or `()`."
+    if complete: return (_COMPLETE[number],) if number in _COMPLETE else ()
+    if number == "0": return (0.0, 0.5)
+    return (_BEGUN[number],) if number in _BEGUN else ()
+
+def _with_chosen(token:tuple)->dict:
+    "A token's alternatives `{text: logprob}`, the token itself among them."
+    alternatives = dict(token[2]); alternatives.setdefault(token[0], token[1])
+    return alternatives
+
+def _zero_or_half(tokens:list, i:int, number:str)->float:
+    "The share of 0.5 in a `0` that may go on, from the alternatives of the token after it (0.5 when they cannot tell)."
+    if i + 1 >= len(tokens): return 0.5
+    half = zero = 0.0
+    for text, logprob in _with_chosen(tokens[i + 1]).items():
+        more, complete = _split_token(text)
+        levels = _levels(number + more, complete or not more)
+        if levels == (0.0,): zero += math.exp(logprob)
+        elif levels == (0.5,): half += math.exp(logprob)
+    return half / (half + zero) if half + zero > 0 else 0.5
+
+def level_probabilities(tokens:list, # `(text, logprob, [(alternative text, logprob), ...])` per answer token, in order
+                        offset:int, # where the score starts in the answer (`score_offsets`)
+                       )->dict|None:
+    "`{\"0\": p, \"0.5\": p, \"1\": p, \"mass\": m}`: the judge's probability of each level at `offset`, or None where the tokens cannot tell."
+    start = 0
+    for i, token in enumerate(tokens):
+        if start <= offset < start + len(token[0]): break
+        start += len(token[0])
+    else: return None
+    prefix = tokens[i][0][:offset - start]
+    mass, ambiguous = dict.fromkeys(SCORE_LEVELS, 0.0), 0.0
+    for text, logprob in _with_chosen(tokens[i]).items():
+        if not text.startswith(prefix) or text == prefix: continue
+        levels = _levels(*_split_token(text[len(prefix):]))
+        if len(levels) == 1: mass[levels[0]] += math.exp(logprob)
+        elif levels: ambiguous += math.exp(logprob)
+    if ambiguous:
+        number, complete = _split_token(tokens[i][0][len(prefix):])
+        # only after the `0` the judge wrote do the next token's alternatives tell 0 from 0.5; after another token, split evenly
+        share = _zero_or_half(tokens, i, number) if _levels(number, complete) == (0.0, 0.5) else 0.5
+        mass[0.5] += ambiguous * share; mass[0.0] += ambiguous * (1 - share)
+    total = sum(mass.values())
+    if total <= 0: return None
+    return {**{f"{level:g}": round(mass[level] / total, 6) for level in SCORE_LEVELS}, "mass": round(min(total, 1.0), 6)}
+
+def answer_probabilities(text:str, # the judge's answer (the one that was read)
+                         tokens:list|None, # its tokens with their alternatives, or None when the backend gave none
+                         labels:list[str], shown:str="")->dict:
+    "`{label: level_probabilities}` of every label (None where they cannot be told); `{}` without tokens."
+    if not tokens: return {}
+    if "".join(t[0] for t in tokens) != text: return {label: None for label in labels} # tokens that do not spell the answer place nothing
+    return {label: (None if at is None else level_probabilities(tokens, at)) for label, at in score_offsets(text, labels, shown).items()}
