@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 import tinyscale
-from .core import TinyscaleError, add_options, atomic_write_text, data_path, utc_now
+from .core import TinyscaleError, add_options, atomic_write_text, data_path, read_jsonl, utc_now
 from .rubric import SCORE_LEVELS, Rubric
 from .completions import completions_dir, load_completions
 from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, judge_rater, rater_file_name
@@ -22,15 +22,16 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
                                 json_records, markdown_table, row_name)
 from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
                                  prompt_slot, weighted_kappa)
-from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores
+from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores, judge_cache_dir
 
 # %% auto #0
-__all__ = ['METHODS', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap', 'fit_ordinal',
-           'fit_mapping', 'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate',
-           'calibration_note', 'mapping_records', 'calibration_markdown', 'calibration_csv', 'calibration_json',
-           'render_calibration', 'calibrated_rater', 'write_calibrated', 'held_out_note', 'calibration_dir',
-           'calibration_record', 'save_calibration', 'load_calibration', 'apply_calibration', 'saved_note', 'add_cli',
-           'extend_cli']
+__all__ = ['METHODS', 'PROBABILITIES', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap',
+           'expected_column', 'fit_ordinal', 'judge_probabilities', 'with_probabilities', 'fit_mapping',
+           'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate', 'calibration_note',
+           'probabilities_note', 'mapping_records', 'probability_model_records', 'calibration_markdown',
+           'calibration_csv', 'calibration_json', 'render_calibration', 'calibrated_rater', 'write_calibrated',
+           'held_out_note', 'calibration_dir', 'calibration_record', 'save_calibration', 'load_calibration',
+           'apply_calibration', 'saved_note', 'add_cli', 'extend_cli']
 
 # %% ../nbs/24_calibration.ipynb #81f3e2ee
 def panel_pairs(scores:pd.DataFrame, # tidy current scores of any raters (`ScoreStore.current()`)
@@ -74,6 +75,24 @@ def apply_remap(mapping:dict, # from `fit_remap`
                      for category, criterion, scores in zip(pairs["category"], pairs["criterion"], _inputs(pairs, judges))], dtype=float)
 
 # %% ../nbs/24_calibration.ipynb #0214bc18
+PROBABILITIES = "probabilities" # a mapping's key `(category, criterion, PROBABILITIES)` holds the model over scores and expected scores
+
+def expected_column(judge:str)->str:
+    "The column of a judge's expected score (from its score probabilities) in a panel of pairs."
+    return f"{judge} expected"
+
+def _probability_features(part:pd.DataFrame, judges:list[str])->np.ndarray|None:
+    "One-hot scores and expected scores of every row, or None unless every row has every judge's expected score."
+    columns = [expected_column(j) for j in judges]
+    if not all(c in part for c in columns) or not len(part) or part[columns].isna().to_numpy().any(): return None
+    return np.hstack([_one_hot(_inputs(part, judges)), part[columns].to_numpy(float)])
+
+def _standardized(model:dict, features:np.ndarray)->np.ndarray:
+    "`features` with the expected scores (the columns after the indicators) centred and scaled as the model was fitted."
+    out, n = np.array(features, dtype=float), len(model["center"])
+    out[:, -n:] = (out[:, -n:] - np.array(model["center"])) / np.array(model["scale"])
+    return out
+
 def _one_hot(rows:list[tuple])->np.ndarray:
     "Each judge's score as three indicators (its levels are categories, not a scale the model must bend)."
     return np.array([[float(score == level) for score in row for level in SCORE_LEVELS] for row in rows], dtype=float).reshape(len(rows), -1)
@@ -91,7 +110,53 @@ def fit_ordinal(pairs:pd.DataFrame, # the training pairs (`panel_pairs`)
         model = LogisticRegression(C=C, max_iter=1000).fit(_one_hot(_inputs(part, judges)), levels)
         predicted = model.predict(_one_hot(combinations))
         mapping[category, criterion] = {c: float(SCORE_LEVELS[int(p)]) for c, p in zip(combinations, predicted)}
+        if (features := _probability_features(part, judges)) is not None:
+            expected = features[:, 3 * len(judges):]  # standardised, so that the penalty weighs them like the indicators
+            center, scale = expected.mean(axis=0), np.where(expected.std(axis=0) > 0, expected.std(axis=0), 1.0)
+            model = dict(center=center.tolist(), scale=scale.tolist())
+            fitted = LogisticRegression(C=C, max_iter=1000).fit(_standardized(model, features), levels)
+            mapping[category, criterion, PROBABILITIES] = dict(classes=[SCORE_LEVELS[int(c)] for c in fitted.classes_],
+                                                               coef=fitted.coef_.tolist(), intercept=fitted.intercept_.tolist(), **model)
     return mapping
+
+# %% ../nbs/24_calibration.ipynb #4620e8b9
+def _expected(p)->float|None:
+    "0.5 × p(0.5) + p(1) of one criterion's recorded probabilities, or None when they are missing or malformed."
+    try: values = [float(p[k]) for k in ("0", "0.5", "1")]
+    except (KeyError, TypeError, ValueError): return None
+    if not all(np.isfinite(values)) or min(values) < 0 or abs(sum(values) - 1) > 1e-3: return None
+    return 0.5 * values[1] + values[2]
+
+def judge_probabilities(judges:list[str], # judge raters, `judge:<model>`
+                        folder:str|Path|None=None, # the judgment records (default `data/judge-cache/`)
+                       )->pd.DataFrame:
+    "`judge, completion_id, criterion, score, expected` of each judge's latest `ok` judgment of every completion that carries score probabilities."
+    folder, wanted, latest = Path(folder) if folder else judge_cache_dir(), set(judges), {}
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        for record in read_jsonl(path):
+            if record.get("status") != "ok" or not isinstance(record.get("judge_model"), str) or not isinstance(record.get("scores"), dict): continue
+            rater, when = judge_rater(record["judge_model"]), str(record.get("time", ""))
+            if rater not in wanted: continue
+            probabilities = record.get("probabilities") if isinstance(record.get("probabilities"), dict) else {}
+            for label, score in record["scores"].items():
+                key = (rater, record.get("completion_id"), label)
+                if key not in latest or latest[key][0] <= when: latest[key] = (when, score, _expected(probabilities.get(label)))
+    rows = [dict(judge=rater, completion_id=cid, criterion=label, score=float(score), expected=expected)
+            for (rater, cid, label), (_, score, expected) in latest.items() if expected is not None]
+    return pd.DataFrame(rows, columns=["judge", "completion_id", "criterion", "score", "expected"])
+
+def with_probabilities(pairs:pd.DataFrame, # pairs with a score column per judge (`panel_pairs`)
+                       judges:list[str],
+                       probabilities:pd.DataFrame, # from `judge_probabilities`
+                      )->pd.DataFrame:
+    "`pairs` with each judge's `expected_column`: its expected score where its cached judgment gave the score the pair holds, else NaN."
+    out = pairs.copy()
+    for judge in judges:
+        own = probabilities[probabilities.judge == judge].set_index(["completion_id", "criterion"])
+        index = pd.MultiIndex.from_arrays([pairs["completion_id"], pairs["criterion"]])
+        score, expected = own["score"].reindex(index).to_numpy(), own["expected"].reindex(index).to_numpy()
+        out[expected_column(judge)] = np.where(score == pairs[judge].to_numpy(float), expected, np.nan)
+    return out
 
 # %% ../nbs/24_calibration.ipynb #04382b62
 def fit_mapping(pairs:pd.DataFrame, judges:list[str], method:str="remap")->dict:
@@ -99,9 +164,24 @@ def fit_mapping(pairs:pd.DataFrame, judges:list[str], method:str="remap")->dict:
     if method not in METHODS: raise TinyscaleError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     return fit_ordinal(pairs, judges) if method == "ordinal" else fit_remap(pairs, judges)
 
+def _predict(model:dict, features:np.ndarray)->np.ndarray:
+    "The most probable level of each row under a saved logistic model (`classes`, `coef`, `intercept`)."
+    z = _standardized(model, features) @ np.array(model["coef"], dtype=float).T + np.array(model["intercept"], dtype=float)
+    index = (z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(axis=1)  # two classes: one column, as scikit-learn keeps it
+    return np.array(model["classes"], dtype=float)[index]
+
 def apply_mapping(mapping:dict, pairs:pd.DataFrame, judges:list[str], method:str="remap")->np.ndarray:
-    "The calibrated score of each row under a mapping of `method` (both are tables: the ordinal model is tabulated)."
-    return apply_remap(mapping, pairs, judges)
+    "The calibrated score of each row under a mapping of `method`: its table, or, for a criterion the ordinal model fitted with score probabilities, that model where the row has them."
+    scores = apply_remap(mapping, pairs, judges)
+    if method != "ordinal": return scores
+    for key, model in mapping.items():
+        if len(key) != 3: continue
+        rows = np.flatnonzero((pairs["category"] == key[0]).to_numpy() & (pairs["criterion"] == key[1]).to_numpy())
+        columns = [expected_column(j) for j in judges]
+        if not len(rows) or not all(c in pairs for c in columns): continue
+        rows = rows[pairs.iloc[rows][columns].notna().to_numpy().all(axis=1)]  # a row without probabilities keeps the table's score
+        if len(rows): scores[rows] = _predict(model, _probability_features(pairs.iloc[rows], judges))
+    return scores
 
 def cross_fit(pairs:pd.DataFrame, # from `panel_pairs`
               judges:list[str], # the panel, in order
@@ -158,6 +238,7 @@ class Calibration:
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
+    probabilities: int = 0                    # pairs with every judge's expected score (read by `ordinal` only)
     def headline(self)->str:
         "One sentence: raw, calibrated and baseline exact agreement and kappa overall, held out."
         r = self.table.iloc[0]
@@ -172,16 +253,22 @@ def calibrate(store:ScoreStore, # the score store holding the rater's and the ju
               a:str, # the rater to calibrate to
               judges:list[str], # one judge rater, or several (a panel)
               folds:int=5, seed:int=0, method:str="remap",
-              n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE)->Calibration:
+              n_resamples:int=BOOTSTRAP_RESAMPLES, confidence:float=CONFIDENCE,
+              cache:str|Path|None=None, # the judgment records whose score probabilities `ordinal` reads (default `data/judge-cache/`)
+             )->Calibration:
     "Cross-fitted calibration of `judges` to `a` on the items all of them scored, and the mapping fitted on all of them."
     if method not in METHODS: raise TinyscaleError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     if folds < 2: raise TinyscaleError(f"--folds {folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
     scores = store.current()
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
     pairs = panel_pairs(scores, a, judges)
+    with_p = 0
+    if method == "ordinal":
+        pairs = with_probabilities(pairs, judges, judge_probabilities(judges, cache))
+        with_p = int(pairs[[expected_column(j) for j in judges]].notna().all(axis=1).sum())
     fitted = cross_fit(pairs, judges, folds, seed, method)
     table = calibration_table(fitted, judges, store.rubric, seed, n_resamples, confidence)
-    return Calibration(a, list(judges), method, folds, seed, fitted, table, fit_mapping(pairs, judges, method), n_resamples, confidence, store.rubric)
+    return Calibration(a, list(judges), method, folds, seed, fitted, table, fit_mapping(pairs, judges, method), n_resamples, confidence, store.rubric, with_p)
 
 # %% ../nbs/24_calibration.ipynb #95fedc79
 def _calibration_rows(calibration:Calibration, level:str)->pd.DataFrame:
@@ -201,12 +288,25 @@ def calibration_note(calibration:Calibration)->str:
             f"held-out fold, so no score was predicted from its own prompt. Raw is {calibration.judges[0]}'s own score. Baseline exact is the "
             f"exact agreement of a constant rater that always gives {calibration.a}'s most common score of the criterion, taken from the same "
             f"other folds. Intervals are {100 * calibration.confidence:g}% bootstrap intervals resampling prompt slots "
-            f"({calibration.n_resamples} resamples, seed {calibration.seed}), the held-out scores held fixed.")
+            f"({calibration.n_resamples} resamples, seed {calibration.seed}), the held-out scores held fixed."
+            + (f" {probabilities_note(calibration)}" if calibration.method == "ordinal" else ""))
+
+def probabilities_note(calibration:Calibration)->str:
+    "What the ordinal model took from the judges' score probabilities."
+    if not calibration.probabilities:
+        return "No cached judgment of these items carried score probabilities: the ordinal model took the judges' scores alone."
+    return (f"The ordinal model also took the judges' expected scores, from the score probabilities their judgments recorded, on the criteria "
+            f"where every item had them ({calibration.probabilities} of {len(calibration.fitted)} items had them).")
 
 def mapping_records(mapping:dict, judges:list[str])->list[dict]:
     "A fitted remap as records: category, criterion, the judges' scores and the score they map to."
-    return [dict(category=category, criterion=criterion, judge_scores=dict(zip(judges, scores)), score=score)
-            for (category, criterion), cells in mapping.items() for scores, score in cells.items()]
+    return [dict(category=key[0], criterion=key[1], judge_scores=dict(zip(judges, scores)), score=score)
+            for key, cells in mapping.items() if len(key) == 2 for scores, score in cells.items()]
+
+def probability_model_records(mapping:dict, judges:list[str])->list[dict]:
+    "The ordinal models fitted with score probabilities, as records: category, criterion, features, classes, coefficients."
+    features = [f"{j} = {level:g}" for j in judges for level in SCORE_LEVELS] + [expected_column(j) for j in judges]
+    return [dict(category=key[0], criterion=key[1], features=features, **model) for key, model in mapping.items() if len(key) == 3]
 
 def calibration_markdown(calibration:Calibration)->str:
     "The calibration report as Markdown: headline, how it was measured, per category and per criterion."
@@ -226,7 +326,8 @@ def calibration_json(calibration:Calibration)->str:
     data = dict(tinyscale=tinyscale.__version__, a=calibration.a, judges=calibration.judges, method=calibration.method, folds=calibration.folds,
                 seed=calibration.seed, n_resamples=calibration.n_resamples, confidence=calibration.confidence, headline=calibration.headline(),
                 note=calibration_note(calibration), calibration=json_records(calibration.table[list(CALIBRATION_COLUMNS)]),
-                mapping=mapping_records(calibration.mapping, calibration.judges))
+                mapping=mapping_records(calibration.mapping, calibration.judges),
+                probability_models=probability_model_records(calibration.mapping, calibration.judges))
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 def render_calibration(calibration:Calibration, format:str="md")->str:
@@ -278,6 +379,7 @@ def calibration_record(calibration:Calibration)->dict:
                 rater=calibrated_rater(calibration.judges), folds=calibration.folds, seed=calibration.seed, fitted_on=len(calibration.fitted),
                 prompt_slots=int(calibration.fitted.prompt_slot.nunique()), held_out=overall,
                 mapping=mapping_records(calibration.mapping, calibration.judges),
+                probability_models=probability_model_records(calibration.mapping, calibration.judges),
                 fitted_completions=sorted(set(calibration.fitted.completion_id)))
 
 def save_calibration(calibration:Calibration, folder:str|Path|None=None)->Path:
@@ -301,10 +403,22 @@ def load_calibration(path:str|Path)->dict:
         except (KeyError, TypeError, ValueError): raise TinyscaleError(f"--calibration {path}: mapping cell {i} needs a score of every judge and a score") from None
         if score not in SCORE_LEVELS: raise TinyscaleError(f"--calibration {path}: mapping cell {i}: score {score:g} is not one of 0, 0.5, 1")
         mapping.setdefault((cell["category"], cell["criterion"]), {})[scores] = score
+    width = 4 * len(record["judges"])  # three indicators and an expected score per judge
+    for i, model in enumerate(record.get("probability_models") or []):
+        try:
+            classes, coef, intercept = [float(c) for c in model["classes"]], np.array(model["coef"], dtype=float), np.array(model["intercept"], dtype=float)
+            center, scale = np.array(model["center"], dtype=float), np.array(model["scale"], dtype=float)
+            key = (model["category"], model["criterion"], PROBABILITIES)
+        except (KeyError, TypeError, ValueError): raise TinyscaleError(f"--calibration {path}: probability model {i} needs category, criterion, classes, coef, intercept, center and scale") from None
+        rows = 1 if len(classes) == 2 else len(classes)
+        if (not set(classes) <= set(SCORE_LEVELS) or coef.shape != (rows, width) or intercept.shape != (rows,) or not np.isfinite(coef).all()
+                or center.shape != (len(record["judges"]),) or scale.shape != center.shape or not (scale > 0).all()):
+            raise TinyscaleError(f"--calibration {path}: probability model {i} ({key[0]}, {key[1]}): its classes and coefficients do not fit {width} inputs")
+        mapping[key] = dict(classes=classes, coef=coef.tolist(), intercept=intercept.tolist(), center=center.tolist(), scale=scale.tolist())
     return {**record, "mapping": mapping, "path": str(path)}
 
 def apply_calibration(saved:dict, # from `load_calibration`
-                      frame:pd.DataFrame, # rows with category, criterion and a column per judge of `saved`
+                      frame:pd.DataFrame, # rows with category, criterion, a column per judge of `saved` (and its `expected_column` where known)
                      )->np.ndarray:
     "The calibrated score of each row under a saved calibration."
     return apply_mapping(saved["mapping"], frame, saved["judges"], saved["method"])
@@ -327,7 +441,7 @@ def _calibrate_command(args)->int:
     if args.folds < 2: raise TinyscaleError(f"--folds {args.folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
     if args.write: calibrated_rater(args.b)  # refuse a non-judge --b before anything is computed or written
     store = _store_from(args)
-    calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples)
+    calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples, cache=args.cache)
     print(render_calibration(calibration, args.format), end="")
     if args.write:
         written = write_calibrated(store, calibration.fitted, calibration.judges, held_out_note(calibration))
@@ -341,7 +455,8 @@ def add_cli(parser):
     parser.add_argument("--a", required=True, help="the rater to calibrate to (e.g. your name)")
     parser.add_argument("--b", required=True, action="append", metavar="JUDGE", help="a judge rater, judge:<model>; repeat for a panel")
     parser.add_argument("--folds", type=int, default=5, help="folds by prompt slot (default 5)")
-    parser.add_argument("--method", default="remap", help=f"{' or '.join(METHODS)} (default remap)")
+    parser.add_argument("--method", default="remap", help=f"{' or '.join(METHODS)} (default remap; ordinal also reads the judges' score probabilities where recorded)")
+    parser.add_argument("--cache", default=None, help="folder of judgment records whose score probabilities ordinal reads (default data/judge-cache/)")
     add_store_options(parser)
     add_options(parser, "format", "seed", "resamples", resamples=dict(default=BOOTSTRAP_RESAMPLES),
                 seed=dict(help="seed of the folds and of the bootstrap (default 0)"),
@@ -351,11 +466,13 @@ def add_cli(parser):
     parser.set_defaults(handler=_calibrate_command)
 
 # %% ../nbs/24_calibration.ipynb #2df3e103
-def _calibrated_judge_scores(store:ScoreStore, saved:dict, rater:str)->pd.DataFrame:
-    "The judge's current scores of the store's completions, one row per (completion, criterion), with `calibrated`."
+def _calibrated_judge_scores(store:ScoreStore, saved:dict, rater:str, cache:str|Path|None=None)->pd.DataFrame:
+    "The judge's current scores of the store's completions, one row per (completion, criterion), with `calibrated` (and its expected scores from `cache` where a model reads them)."
     scores = store.current(rater)
     scores = scores[scores["score"].notna() & scores["completion_id"].isin(set(store.completions["completion_id"]))]
     frame = scores[["completion_id", "category", "criterion"]].assign(**{rater: scores["score"].astype(float).to_numpy()})
+    if saved["method"] == "ordinal" and any(len(key) == 3 for key in saved["mapping"]):
+        frame = with_probabilities(frame, [rater], judge_probabilities([rater], cache))
     return frame.assign(calibrated=apply_calibration(saved, frame)).reset_index(drop=True)
 
 def _judge_then_calibrate(args, judge_command)->int:
@@ -374,7 +491,7 @@ def _judge_then_calibrate(args, judge_command)->int:
     except TinyscaleError as failed:  # after some judgments failed, calibrate the scores that came; when nothing came (a refused key), write nothing
         if held_scores(store, rater) == before: raise
         status, error = 1, failed
-    calibrated = _calibrated_judge_scores(store, saved, rater)
+    calibrated = _calibrated_judge_scores(store, saved, rater, args.cache)
     seen = calibrated["completion_id"].isin(fitted)  # their calibrated scores stay the held-out ones of `judge calibrate --write`
     written = write_calibrated(store, calibrated[~seen], [rater], saved_note(saved))
     left_out = f"; left out {int(seen.sum())} score(s) of completions the mapping was fitted on" if seen.any() else ""
