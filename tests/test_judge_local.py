@@ -78,3 +78,27 @@ def test_local_backend_from_the_command_line(workbook, cli_process):
     assert len(records) == 1 and records[0]["status"] == "parse_failure"
     refused = cli_process("judge", "--backend", "local", "--model", root / "nowhere", root=root, timeout=120)
     assert refused.status == 1 and "not a model folder" in refused.err
+
+
+def test_the_recorded_log_probabilities_are_the_models_own(workbook):
+    "Each answer token's recorded log-probability and alternatives are those of one forward pass over the prompt and the answer."
+    root, _ = workbook
+    backend = LocalBackend(str(tiny_model(root / "judge-lp")), max_tokens=6).connect()
+    messages = [{"role": "user", "content": "Score this story: Once upon a time there was a cat."}]
+    reply = backend.complete(messages)
+    tokenizer, lm = backend._client
+    assert reply.tokens is not None and len(reply.tokens) == reply.output_tokens == 6
+    assert "".join(t[0] for t in reply.tokens) == reply.text
+    prompt = backend._prompt_ids(tokenizer, messages)[0].tolist()
+    generated = lm.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long), max_new_tokens=6,
+                            do_sample=False, pad_token_id=tokenizer.eos_token_id)[0, len(prompt):].tolist()
+    with torch.no_grad():
+        logits = lm(torch.tensor([prompt + generated])).logits[0, len(prompt) - 1:-1]
+    logprobs = torch.log_softmax(logits.float(), -1)
+    for step, (text, logprob, alternatives) in enumerate(reply.tokens):
+        assert logprob == pytest.approx(float(logprobs[step, generated[step]]), abs=1e-4)
+        top = logprobs[step].topk(5)
+        assert [a for a, _ in alternatives] == [tokenizer.decode([i]) for i in top.indices.tolist()]
+        assert [v for _, v in alternatives] == pytest.approx(top.values.tolist(), abs=1e-4)
+        assert logprob == pytest.approx(alternatives[0][1])  # greedy: the chosen token is the likeliest
+    assert LocalBackend(str(root / "judge-lp"), max_tokens=2, logprobs=False).complete(messages).tokens is None

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/agreement.html.md"""
 
 # %% ../nbs/14_agreement.ipynb #790f9c1e
 from __future__ import annotations
-import html, json, math, traceback, warnings
+import html, json, math, sys, traceback, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -29,8 +29,9 @@ __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEE
            'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds',
            'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
            'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
-           'Review', 'review_html', 'ReviewPanel', 'Agreement', 'compare_raters', 'agreement_rows', 'blind_note',
-           'split_note', 'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
+           'Review', 'review_html', 'ReviewPanel', 'examples_path', 'example_slots', 'leave_out_examples',
+           'left_out_sentence', 'Agreement', 'compare_raters', 'agreement_rows', 'blind_note', 'split_note',
+           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
            'render_agreement', 'compare_judges', 'comparison_table', 'comparison_markdown', 'comparison_csv',
            'comparison_json', 'render_comparison', 'in_time_order', 'repeat_pairs', 'self_agreement',
            'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
@@ -433,6 +434,45 @@ class ReviewPanel:
     def go_previous(self)->None: self.review.go_previous(); self.refresh()
     def _ipython_display_(self): from IPython.display import display; display(self.ui)
 
+# %% ../nbs/14_agreement.ipynb #dfdb386e
+def examples_path(store_folder:str|Path, judge:str)->Path:
+    "The file recording which prompts served as few-shot examples for `judge` (a rater) in a store folder."
+    return Path(store_folder)/"examples"/rater_file_name(judge)
+
+def example_slots(store_folder:str|Path, # the score store folder
+                  raters:list, # the raters whose examples count (those that are no judge have none)
+                 )->set|None:
+    "Every prompt slot (`prompt_slot`, both its text and its id form) that served as a few-shot example for one of `raters`; None when none of them used examples."
+    paths = [examples_path(store_folder, rater) for rater in raters if is_judge(rater)]
+    records = [r for path in paths if path.exists() for r in read_jsonl(path)]
+    if not any(path.exists() for path in paths): return None
+    slots = set()
+    for record in records:
+        for example in record.get("examples") or []:
+            if example.get("prompt_slot"): slots.add(example["prompt_slot"])
+            if example.get("prompt_id"): slots.add(f"id:{example['prompt_id']}")
+    return slots
+
+def leave_out_examples(pairs:pd.DataFrame, # paired scores (`paired_scores`), with `prompt_id` and, when known, `prompt`
+                       store_folder:str|Path, # the score store folder
+                       raters:list, # the raters compared (the judges among them count)
+                      )->tuple[pd.DataFrame, dict|None]:
+    "`pairs` without those whose prompt slot served as a few-shot example for a judge among `raters`, and what was left out (None: no judge used examples)."
+    slots = example_slots(store_folder, raters)
+    if slots is None: return pairs, None
+    slot = prompt_slot(pairs)
+    out = slot.isin(slots).to_numpy()
+    left_out = dict(raters=[r for r in raters if examples_path(store_folder, r).exists()], completions=int(pairs.completion_id[out].nunique()),
+                    prompts=int(slot[out].nunique()), scores=int(out.sum()))
+    return pairs[~out].reset_index(drop=True), left_out
+
+def left_out_sentence(left_out:dict|None)->str|None:
+    "One sentence on the pairs left out because their prompts served as few-shot examples (None when no judge used examples)."
+    if left_out is None: return None
+    return (f"Left out {left_out['completions']} completion(s) of {left_out['prompts']} prompt slot(s) ({left_out['scores']} score(s)) "
+            f"whose prompts served as few-shot examples of {', '.join(left_out['raters'])} (tinyscale judge --examples): "
+            "a judge shown a rater's scores of a prompt is not measured on that prompt.")
+
 # %% ../nbs/14_agreement.ipynb #e47f19b0
 @dataclass
 class Agreement:
@@ -447,6 +487,7 @@ class Agreement:
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
     split: str|None = None  # `dev` or `test` (`in_split`); None: every prompt
+    left_out: dict|None = None # the pairs left out as few-shot examples' prompts (`leave_out_examples`); None: no judge used examples
     @property
     def notes(self)->list[str]: return self.table.attrs.get("notes", [])
     def confusion(self, category:str="", criterion:str="")->pd.DataFrame: return confusion_matrix(self.pairs, (self.a, self.b), category, criterion)
@@ -469,11 +510,13 @@ def compare_raters(store:ScoreStore, # the score store
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
     pairs = in_split(paired_scores(scores, a, b), split)
     if split and not len(pairs): raise TinyscaleError(f"raters {a!r} and {b!r} have no (completion, criterion) scored by both on the {split} prompts")
+    pairs, left_out = leave_out_examples(pairs, store.folder, [a, b])
+    if left_out and not len(pairs): raise TinyscaleError(f"raters {a!r} and {b!r}: every (completion, criterion) scored by both is of a prompt that served as a few-shot example")
     table = agreement_table(pairs, store.rubric, (a, b), seed, n_resamples, confidence)
     judge, human = (b, a) if is_judge(b) else (a, b)
     reviews = read_reviews(store.folder, judge)
     reviews = reviews[(reviews.human == human) & (reviews.completion_id.isin(set(pairs.completion_id)) if split else True)].reset_index(drop=True)
-    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric, split)
+    return Agreement(a, b, pairs, table, rater_means(pairs, seed, n_resamples, confidence), reviews, seed, n_resamples, confidence, store.rubric, split, left_out)
 
 # %% ../nbs/14_agreement.ipynb #aabe98a1
 _ROW_CELLS = {  # a column of the Markdown tables: how it is written from a row of an agreement table
@@ -536,7 +579,8 @@ def agreement_markdown(agreement:Agreement, max_disagreements:int=20)->str:
     listed_frame = pd.DataFrame({"prompt": listed.prompt_id, "model": listed.model.map(short_name), "criterion": listed.category + " " + listed.criterion,
                                  agreement.a: listed.score_a.map(format_score), agreement.b: listed.score_b.map(format_score),
                                  f"{agreement.b} note": listed.note_b.fillna("").str.slice(0, 120)})
-    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), *filter(None, [split_note(agreement)]), blind_note(agreement)]
+    parts = [f"# Agreement: {agreement.a} vs {agreement.b}", agreement.headline(), *filter(None, [split_note(agreement), left_out_sentence(agreement.left_out)]),
+             blind_note(agreement)]
     for heading, frame in blind_tables(agreement).items(): parts += [f"## {heading}", markdown_table(frame, None)]
     parts += [f"## Mean score per model\n\nA positive difference means {agreement.b} scores higher than {agreement.a}.", markdown_table(means_frame, None),
               f"## Confusion matrix (all criteria)\n\nRows: {agreement.a}'s score; columns: {agreement.b}'s.", markdown_table(confusion, None),
@@ -559,6 +603,7 @@ def agreement_json(agreement:Agreement)->str:
                 confusion=dict(rows=agreement.a, columns=agreement.b, levels=list(SCORE_LEVELS), counts=confusion.to_numpy().tolist()),
                 disagreements=json_records(agreement.disagreements()[list(PAIR_COLUMNS) + ["difference"]]),
                 reviewed_agreement=dict(label=REVIEWED_LABEL, rows=json_records(reviewed_agreement(agreement.reviews))) if len(agreement.reviews) else None)
+    if agreement.left_out is not None: data["examples_left_out"] = dict(agreement.left_out, sentence=left_out_sentence(agreement.left_out))
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 FORMATS = ("md", "csv", "json")
@@ -603,7 +648,8 @@ def comparison_markdown(agreements:list[Agreement])->str:
     parts = [f"# Agreement: {first.a} vs {raters}",
              f"Blind agreement of {len(agreements)} raters with {first.a}, side by side; each is measured on the (completion, criterion) "
              f"pairs it shares with {first.a} (its n), so compare raters that scored the same items.",
-             *filter(None, [split_note(first)]), blind_note(first), "## Side by side", markdown_table(table.reset_index(drop=True), None)]
+             *filter(None, [split_note(first)]), *filter(None, [left_out_sentence(a.left_out) for a in agreements]), blind_note(first),
+             "## Side by side", markdown_table(table.reset_index(drop=True), None)]
     notes = [f"{a.b}: {note}" for a in agreements for note in a.notes]
     if notes: parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
     return "\n\n".join(parts) + "\n"
@@ -618,6 +664,7 @@ def comparison_json(agreements:list[Agreement])->str:
     data = dict(tinyscale=tinyscale.__version__, a=first.a, b=[a.b for a in agreements], split=first.split, seed=first.seed,
                 n_resamples=first.n_resamples, confidence=first.confidence, headlines={a.b: a.headline() for a in agreements},
                 side_by_side=json_records(comparison_table(agreements)), notes={a.b: a.notes for a in agreements})
+    if any(a.left_out is not None for a in agreements): data["examples_left_out"] = {a.b: a.left_out for a in agreements if a.left_out is not None}
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 def render_comparison(agreements:list[Agreement], format:str="md")->str:
@@ -752,10 +799,16 @@ def _agreement_command(args)->int:
     if len(args.b) > 1:
         agreements = compare_judges(store, args.a, args.b, seed=args.seed, n_resamples=args.resamples, split=args.split)
         print(render_comparison(agreements, args.format), end="")
+        if args.format == "csv": _say_left_out([a.left_out for a in agreements])
         return 0
     agreement = compare_raters(store, args.a, args.b[0], seed=args.seed, n_resamples=args.resamples, split=args.split)
     print(render_agreement(agreement, args.format), end="")
+    if args.format == "csv": _say_left_out([agreement.left_out])
     return 0
+
+def _say_left_out(left_outs:list)->None:
+    "The CSV has no room for the sentence: it goes to stderr."
+    for sentence in filter(None, map(left_out_sentence, left_outs)): print(sentence, file=sys.stderr)
 
 def add_cli(parser):
     "The `tinyscale agreement` arguments."

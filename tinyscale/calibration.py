@@ -20,8 +20,8 @@ from .completions import completions_dir, load_completions
 from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, judge_rater, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 json_records, markdown_table, row_name)
-from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, most_common, paired_scores, prompt_folds,
-                                 prompt_slot, weighted_kappa)
+from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, leave_out_examples, left_out_sentence, most_common, paired_scores,
+                                 prompt_folds, prompt_slot, weighted_kappa)
 from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores, judge_cache_dir
 
 # %% auto #0
@@ -238,6 +238,7 @@ class Calibration:
     n_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     rubric: Rubric|None = field(default=None, repr=False)
+    left_out: dict|None = None # the pairs left out as few-shot examples' prompts (`tinyscale.agreement.leave_out_examples`); None: no judge used examples
     probabilities: int = 0                    # pairs with every judge's expected score (read by `ordinal` only)
     def headline(self)->str:
         "One sentence: raw, calibrated and baseline exact agreement and kappa overall, held out."
@@ -261,14 +262,16 @@ def calibrate(store:ScoreStore, # the score store holding the rater's and the ju
     if folds < 2: raise TinyscaleError(f"--folds {folds}: use at least 2 folds (a mapping is tested on prompts it was not fitted on)")
     scores = store.current()
     if not len(scores): raise TinyscaleError(f"{store.folder}: no scores")
-    pairs = panel_pairs(scores, a, judges)
+    pairs, left_out = leave_out_examples(panel_pairs(scores, a, judges), store.folder, list(judges))
+    if not len(pairs): raise TinyscaleError(f"every (completion, criterion) scored by {a!r} and {', '.join(map(repr, judges))} is of a prompt that served as a few-shot example")
     with_p = 0
     if method == "ordinal":
         pairs = with_probabilities(pairs, judges, judge_probabilities(judges, cache))
         with_p = int(pairs[[expected_column(j) for j in judges]].notna().all(axis=1).sum())
     fitted = cross_fit(pairs, judges, folds, seed, method)
     table = calibration_table(fitted, judges, store.rubric, seed, n_resamples, confidence)
-    return Calibration(a, list(judges), method, folds, seed, fitted, table, fit_mapping(pairs, judges, method), n_resamples, confidence, store.rubric, with_p)
+    return Calibration(a, list(judges), method, folds, seed, fitted, table, fit_mapping(pairs, judges, method), n_resamples, confidence, store.rubric,
+                       left_out=left_out, probabilities=with_p)
 
 # %% ../nbs/24_calibration.ipynb #95fedc79
 def _calibration_rows(calibration:Calibration, level:str)->pd.DataFrame:
@@ -310,7 +313,8 @@ def probability_model_records(mapping:dict, judges:list[str])->list[dict]:
 
 def calibration_markdown(calibration:Calibration)->str:
     "The calibration report as Markdown: headline, how it was measured, per category and per criterion."
-    parts = [f"# Calibration: {' + '.join(calibration.judges)} to {calibration.a}", calibration.headline(), calibration_note(calibration)]
+    parts = [f"# Calibration: {' + '.join(calibration.judges)} to {calibration.a}", calibration.headline(),
+             *filter(None, [left_out_sentence(calibration.left_out)]), calibration_note(calibration)]
     for heading, level in (("Per category", None), ("Per criterion", "criterion")):
         frame = pd.concat([_calibration_rows(calibration, "overall"), _calibration_rows(calibration, "category")], ignore_index=True) if level is None \
             else _calibration_rows(calibration, level)
@@ -328,6 +332,7 @@ def calibration_json(calibration:Calibration)->str:
                 note=calibration_note(calibration), calibration=json_records(calibration.table[list(CALIBRATION_COLUMNS)]),
                 mapping=mapping_records(calibration.mapping, calibration.judges),
                 probability_models=probability_model_records(calibration.mapping, calibration.judges))
+    if calibration.left_out is not None: data["examples_left_out"] = dict(calibration.left_out, sentence=left_out_sentence(calibration.left_out))
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 def render_calibration(calibration:Calibration, format:str="md")->str:
@@ -443,6 +448,7 @@ def _calibrate_command(args)->int:
     store = _store_from(args)
     calibration = calibrate(store, args.a, args.b, args.folds, args.seed, args.method, args.resamples, cache=args.cache)
     print(render_calibration(calibration, args.format), end="")
+    if args.format == "csv" and calibration.left_out is not None: print(left_out_sentence(calibration.left_out), file=sys.stderr)
     if args.write:
         written = write_calibrated(store, calibration.fitted, calibration.judges, held_out_note(calibration))
         path = save_calibration(calibration)

@@ -14,18 +14,18 @@ import pandas as pd
 from fastcore.basics import patch
 import tinyscale
 from .core import TinyscaleError, add_options, append_jsonl, canonical_json, data_path, read_jsonl, text_hash, utc_now
-from .rubric import CATEGORIES
+from .rubric import CATEGORIES, SCORE_LEVELS
 from .completions import completions_dir, load_completions
-from .store import ScoreStore, add_store_options, completion_paths, judge_rater
-from .agreement import in_split
+from .store import ScoreStore, add_store_options, completion_paths, is_judge, judge_rater
+from .agreement import examples_path, in_split, prompt_slot
 from .judge_templates import JudgeTemplate, ParseFailure, _text, answer_probabilities, estimated_tokens, load_templates, parse_judgment
 from .judge_backends import (BACKENDS, FATAL_STATUSES, PRICES_AS_OF, Backend, Reply, RateLimiter, RetryPolicy,
                                       checked_number, error_status, estimate_cost, make_backend, retry_after, retry_reason)
 
 # %% auto #0
 __all__ = ['STATUSES', 'OUTPUT_TOKENS_PER_CRITERION', 'PARSE_FAILURE', 'judge_cache_dir', 'request_hash', 'judgment_key',
-           'JudgeCache', 'JudgeRequest', 'failure_reason', 'JudgeRun', 'DryRun', 'Judge', 'held_scores', 'write_scores',
-           'add_cli']
+           'JudgeCache', 'JudgeRequest', 'failure_reason', 'JudgeRun', 'DryRun', 'Judge', 'FewShot', 'few_shot',
+           'held_scores', 'record_examples', 'write_scores', 'add_cli']
 
 # %% ../nbs/18_judge.ipynb #d0ad4b80
 STATUSES = ("ok", "parse_failure", "error")
@@ -40,9 +40,12 @@ def request_hash(messages:list[dict])->str:
 
 def judgment_key(backend:str, model:str, template_hash:str, completion_id:str, params:dict,
                  request:str, # the `request_hash` of the rendered request
+                 examples:list=(), # the completion ids of the few-shot examples shown (none: the key of a judgment without them, as ever)
                 )->str:
     "The cache key of one judgment: who judges, with what settings, and exactly what they are shown."
-    return text_hash(canonical_json([backend, model, template_hash, completion_id, params, request]), 24)
+    parts = [backend, model, template_hash, completion_id, params, request]
+    if examples: parts.append(list(examples)) # only when shown, so every key made without examples stays what it was
+    return text_hash(canonical_json(parts), 24)
 
 def _file_safe(name:str)->str: return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "_"
 
@@ -77,6 +80,7 @@ class JudgeRequest:
     template: JudgeTemplate
     prompt: str            # the rendered prompt
     key: str               # the cache key
+    examples: list = field(default_factory=list) # the completion ids of the few-shot examples shown, in order
     @property
     def messages(self)->list[dict]: return [{"role": "user", "content": self.prompt}]
     @property
@@ -150,6 +154,7 @@ class Judge:
                  prices:dict|None=None, # overrides `PRICES`
                  expected:dict|None=None, # `{prompt_id: expected answer}` (default: from `data/prompts.csv`)
                  seed:int|None=None, # seeds the backoff jitter
+                 examples:FewShot|None=None, # few-shot examples of a rater's scores (`few_shot`); None: none
                 ):
         if concurrency < 1: raise TinyscaleError(f"--concurrency {concurrency}: give at least 1")
         self.backend, self.concurrency, self.parse_retries, self.retry_failed = backend, int(concurrency), int(parse_retries), retry_failed
@@ -161,6 +166,7 @@ class Judge:
         self.prices, self._rng, self._stop = prices, random.Random(seed), threading.Event()
         self.expected = expected if expected is not None else _expected_answers()
         self._requests, self._count_lock = 0, threading.Lock()
+        self.examples = examples
     @property
     def rater(self)->str: return judge_rater(self.backend.model)
     def __repr__(self): return f"Judge({self.backend!r} -> {self.rater}, concurrency {self.concurrency}, cache {self.cache.path})"
@@ -171,14 +177,87 @@ def _expected_answers()->dict:
     try: return {p.id: p.expected for p in load_prompts(check=False)}
     except TinyscaleError: return {}
 
+# %% ../nbs/18_judge.ipynb #e8edfdda
+def _level_of(scores:list)->float:
+    "The score level nearest the mean of `scores` (ties to the lower level)."
+    mean = sum(scores) / len(scores)
+    return min(SCORE_LEVELS, key=lambda level: (abs(level - mean), level))
+
+def _slots(record:dict)->set:
+    "The prompt slot of a completion in both forms, its text and its id, so a prompt is one slot however it is read."
+    text = record.get("prompt")
+    return {f"id:{record.get('prompt_id')}"} | ({f"text:{text}"} if isinstance(text, str) else set())
+
+@dataclass
+class FewShot:
+    "The few-shot examples of a judge: `k` of one rater's scored completions per category, balanced across levels, never of the judged prompt."
+    rater: str   # whose current scores are shown (a person)
+    k: int       # examples per judgment
+    pool: pd.DataFrame = field(repr=False) # one row per fully scored completion: completion_id, prompt_id, category, prompt_slot, level, scores, record
+    seed: int = 0
+    def __post_init__(self): self._buckets = {}
+    def __repr__(self): return f"FewShot({self.k} example(s) of {self.rater}'s scores, from {len(self.pool)} scored completion(s), seed {self.seed})"
+    def buckets(self, category:str)->dict:
+        "`{level: [pool rows]}` of `category`, each shuffled with the seed."
+        if category not in self._buckets:
+            rows = self.pool[self.pool.category == category].sort_values("completion_id").to_dict("records")
+            random.Random(f"{self.seed}:{category}").shuffle(rows)
+            self._buckets[category] = {level: [r for r in rows if r["level"] == level] for level in SCORE_LEVELS}
+        return self._buckets[category]
+    def pick(self, completion:dict)->list[dict]:
+        "The examples shown when judging `completion`: `{completion_id, prompt_id, prompt_slot, completion, scores}` each, in the order shown."
+        if not self.k: return []
+        category, buckets = completion["category"], self.buckets(completion["category"])
+        levels = [level for level in SCORE_LEVELS if buckets[level]]
+        used, taken, position = set(_slots(completion)), [], dict.fromkeys(levels, 0)
+        for i in range(self.k):
+            for level in levels[i % len(levels):] + levels[:i % len(levels)]: # this turn's level first, then the others
+                bucket = buckets[level]
+                while position[level] < len(bucket) and _slots(bucket[position[level]]["record"]) & used: position[level] += 1
+                if position[level] < len(bucket):
+                    row = bucket[position[level]]; position[level] += 1
+                    taken.append(row); used |= _slots(row["record"]); break
+            else: raise TinyscaleError(f"--examples {self.k}: {self.rater} scored only {len(taken)} {category} completion(s) on every criterion "
+                                       f"of prompts other than {completion.get('prompt_id')} (each example is of a different prompt)")
+        order = random.Random(f"{self.seed}:{category}:order").sample(range(self.k), self.k)
+        return [dict(completion_id=taken[i]["completion_id"], prompt_id=taken[i]["prompt_id"], prompt_slot=taken[i]["prompt_slot"],
+                     completion=taken[i]["record"], scores=taken[i]["scores"]) for i in order]
+
+def few_shot(store:ScoreStore, # the store holding the rater's scores
+             rater:str, # a person: their current scores are the examples'
+             k:int, # examples per judgment
+             completions:pd.DataFrame, # the completion records the examples may be drawn from (the text shown)
+             seed:int=0, # shuffles the pool and the order shown
+            )->FewShot:
+    "`FewShot` over the completions of `completions` that `rater` scored on every criterion of its category."
+    checked_number("--examples", k, 0, whole=True)
+    if is_judge(rater): raise TinyscaleError(f"--examples-from {rater}: examples are a person's own scores, not a judge's")
+    store.check_rater(rater)
+    records = {r["completion_id"]: r for r in completions.to_dict("records")}
+    rows = []
+    for (completion_id, category), part in store.current(rater).groupby(["completion_id", "category"], sort=True):
+        labels = [c.label for c in store.rubric.for_category(category)]
+        given = dict(zip(part.criterion, part.score.astype(float)))
+        if completion_id not in records or any(label not in given for label in labels): continue
+        record = records[completion_id]
+        rows.append(dict(completion_id=completion_id, prompt_id=record.get("prompt_id"), category=category,
+                         prompt_slot=prompt_slot(pd.DataFrame([record]))[0], level=_level_of([given[l] for l in labels]),
+                         scores={label: given[label] for label in labels}, record=record))
+    return FewShot(rater, int(k), pd.DataFrame(rows, columns=["completion_id", "prompt_id", "category", "prompt_slot", "level", "scores", "record"]), seed)
+
 # %% ../nbs/18_judge.ipynb #eb362013
 @patch
 def _request_for(self:Judge, completion:dict)->JudgeRequest:
     category = completion["category"]
     if category not in self.templates: raise TinyscaleError(f"completion {completion['completion_id']}: no judge template for category {category!r}")
     template = self.templates[category]
-    request = JudgeRequest(completion, template, template.render(completion, self.expected.get(completion.get("prompt_id"), "")), "")
-    request.key = judgment_key(self.backend.name, self.backend.model, template.hash, completion["completion_id"], self.backend.params, request.hash)
+    k = self.examples.k if self.examples is not None else 0
+    template.check_examples(k) # before any example is picked: a template with nowhere to show them is the first thing to hear about
+    shown = self.examples.pick(completion) if k else []
+    request = JudgeRequest(completion, template, template.render(completion, self.expected.get(completion.get("prompt_id"), ""), shown), "",
+                           [e["completion_id"] for e in shown])
+    request.key = judgment_key(self.backend.name, self.backend.model, template.hash, completion["completion_id"], self.backend.params, request.hash,
+                               request.examples)
     return request
 
 @patch
@@ -271,6 +350,7 @@ def call(self:Judge, request:JudgeRequest)->dict:
                   cost_usd=estimate_cost(self.backend.model, tokens_in, tokens_out, self.prices) if answered else 0.0,
                   prices_as_of="free" if self.backend.free else PRICES_AS_OF if self.prices is None else "override",
                   seconds=round(time.monotonic() - started, 3), tinyscale=tinyscale.__version__)
+    record["examples"] = list(request.examples) # the few-shot examples' completion ids ([] when none were shown)
     record = self.backend.scrub(record)
     if answered or not ours: self.cache.add(record) # a failure of our own making (a bad argument) before any answer cost nothing and says nothing
     return record
@@ -280,6 +360,22 @@ def held_scores(store:ScoreStore, rater:str)->dict:
     "`{(completion_id, criterion): (score, note)}` of `rater`'s current scores in `store`."
     current = store.current(rater)
     return {(r.completion_id, r.criterion): (float(r.score), r.note if isinstance(r.note, str) else None) for r in current.itertuples()}
+
+def record_examples(store:ScoreStore, judge:str, # the judge's rater
+                    requests:list, # `JudgeRequest`s; those that show examples are recorded
+                    examples:FewShot|None)->int:
+    "Append to `<store>/examples/<judge>.jsonl` each judgment's examples not yet recorded there (for agreement's leave-out); returns the lines written."
+    shown = [r for r in requests if r.examples]
+    if not shown: return 0
+    path = examples_path(store.folder, judge)
+    known = {r.get("key") for r in read_jsonl(path)} if path.exists() else set()
+    pool = examples.pool.set_index("completion_id") if examples is not None else None
+    lines = [dict(judge=judge, key=r.key, completion_id=r.completion["completion_id"], prompt_id=_text(r.completion.get("prompt_id")),
+                  examples_from=examples.rater, time=utc_now(),
+                  examples=[dict(completion_id=c, prompt_id=pool.loc[c, "prompt_id"], prompt_slot=pool.loc[c, "prompt_slot"]) for c in r.examples])
+             for r in shown if r.key not in known]
+    if lines: append_jsonl(path, lines)
+    return len(lines)
 
 def write_scores(records:list[dict], # judgment records (others than `ok` are skipped)
                  store:ScoreStore, # the score store
@@ -312,6 +408,7 @@ def run(self:Judge, completions:pd.DataFrame, # the completions to judge (see `t
         )->JudgeRun:
     "Judge every completion not yet in the cache, caching each record and writing its scores as it arrives."
     requests, todo = self.plan(completions, limit)
+    if store is not None: record_examples(store, self.rater, requests, self.examples) # before any score: no score without its examples' record
     if todo: self.backend.connect()
     before, cost, cost_known, events, fresh = self._requests, 0.0, True, 0, {}
     held = held_scores(store, self.rater) if store is not None else None
@@ -358,6 +455,10 @@ def _check_numbers(args)->None:
     checked_number("--backoff", args.backoff, 0, unit="seconds")
     for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
         if price is not None: checked_number(flag, price, 0)
+    examples, source = getattr(args, "examples", None), getattr(args, "examples_from", None) # a caller without the options shows none
+    if examples is not None: checked_number("--examples", examples, 0, whole=True)
+    if examples and not source: raise TinyscaleError(f"--examples {examples}: name whose scores are shown with --examples-from RATER")
+    if source and examples is None: raise TinyscaleError(f"--examples-from {source}: give --examples K, how many examples each judgment shows")
 
 def _judge_from_args(args)->Judge:
     options = {"max_tokens": args.max_tokens} if args.max_tokens is not None else {}
@@ -370,7 +471,13 @@ def _judge_from_args(args)->Judge:
     if args.price_in is not None: prices = {backend.model: (args.price_in, args.price_out)}
     return Judge(backend, load_templates(args.template_version), JudgeCache.for_backend(backend, args.cache),
                  RetryPolicy(max_retries=args.retries, base_delay=args.backoff), concurrency=args.concurrency,
-                 rpm=args.rpm, tpm=args.tpm, retry_failed=args.retry_failed, prices=prices)
+                 rpm=args.rpm, tpm=args.tpm, retry_failed=args.retry_failed, prices=prices, examples=_few_shot_from_args(args))
+
+def _few_shot_from_args(args)->FewShot|None:
+    "The examples `--examples K --examples-from RATER` ask for, drawn from every completion of `--completions` (None for none)."
+    if not getattr(args, "examples", None): return None
+    completions = load_completions(completion_paths(args))
+    return few_shot(ScoreStore(args.store, completions=completions), args.examples_from, args.examples, completions, args.examples_seed)
 
 def _selected_completions(args)->pd.DataFrame:
     frame = load_completions(completion_paths(args))
@@ -428,6 +535,9 @@ def add_cli(parser):
                                                  "dev (iterate templates) or test (read once); default all"))
     parser.add_argument("--cache", default=None, help="folder of judgment records (default data/judge-cache/)")
     parser.add_argument("--template-version", type=int, default=None, help="template set version in data/judge/ (default newest)")
+    parser.add_argument("--examples", type=int, default=None, metavar="K", help="show K few-shot examples of --examples-from's scores (template needs {{examples}}; default 0)")
+    parser.add_argument("--examples-from", default=None, metavar="RATER", help="the person whose scores the examples show")
+    parser.add_argument("--examples-seed", type=int, default=0, metavar="S", help="seed of the examples' choice and order (default 0)")
     parser.add_argument("--max-tokens", type=int, default=None, help="answer token limit (default 2048; 512 local)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     parser.add_argument("--retries", type=int, default=6, help="retries on 429/5xx/timeouts (default 6)")
