@@ -271,7 +271,7 @@ def _score_and_explanation(entry)->tuple:
 
 # %% ../nbs/13_judge_templates.ipynb #d274359a
 _TAGGED = re.compile(r"<(?:criterion\s+(?:label|id|name)\s*=\s*\"?(?P<label>[A-Za-z])\"?|(?P<tag>[A-Z]))\s+score\s*=\s*\"?(?P<score>[^\"\s>]+)\"?\s*>(?P<explanation>.*?)</", re.S)
-_LINE = re.compile(r"^[\s*#>-]*(?i:criterion\s+)?(?P<label>[A-Z])\b[\s*:).\]-]*(?:score\s*[:=]?\s*)?(?P<score>\d+(?:\.\d+)?|\.\d+)\b(?:\s*/\s*1\b)?[\s*.,;:)\-–—]*(?P<explanation>.*)$", re.M)
+_LINE = re.compile(r"^[ \t*#>-]*(?i:criterion[ \t]+)?(?P<label>[A-Z])\b[ \t*:).\]-]*(?:score[ \t]*[:=]?[ \t]*)?(?P<score>\d+(?:\.\d+)?|\.\d+)\b(?:[ \t]*/[ \t]*1\b)?[ \t*.,;:)\-–—]*(?P<explanation>.*)$", re.M) # within one line
 
 def _entries_from_text(text:str)->dict:
     "`{label: (score, explanation)}` from tagged text (`<A score=\"1\">...</A>`) or lines (`A: 1 - ...`), the last of each label."
