@@ -303,18 +303,23 @@ def heuristic_batch_size(loaded:LoadedModel, # from `load_model`
     return min(size, max(prompts, 1))
 
 # %% ../nbs/05_generate.ipynb #b5a1c007
-def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10))->tuple[float, float]:
+def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10),
+                  repeats:int=2, # each short run is timed this often and the fastest kept: a competing process only ever slows a run down
+                 )->tuple[float, float]:
     "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
     lengths = ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
     texts, seconds = [p if isinstance(p, str) else p.prompt for p in prompts], []
     generate_batch(loaded, texts[:1], [{**configs[0], "max_new_tokens": 1}])  # warm up kernels and allocations
     for n in steps:
         short = [{k: v for k, v in c.items() if k not in lengths} | {"max_new_tokens": n} for c in configs]
-        _synchronize(loaded.device)
-        start = time.perf_counter()
-        generate_batch(loaded, texts, short)
-        _synchronize(loaded.device)
-        seconds.append(time.perf_counter() - start)
+        timed = []
+        for _ in range(repeats):
+            _synchronize(loaded.device)
+            start = time.perf_counter()
+            generate_batch(loaded, texts, short)
+            _synchronize(loaded.device)
+            timed.append(time.perf_counter() - start)
+        seconds.append(min(timed))
     per_step = max(seconds[1] - seconds[0], 0) / (steps[1] - steps[0])
     return max(seconds[0] - (steps[0] - 1) * per_step, 0), per_step
 
@@ -621,7 +626,7 @@ def plan_generation(models=DEFAULT_MODELS, prompts=None, out=None, # as for `gen
         plan.batches = len(batches)
         if measure:
             # the longest prompts' batch stands for every batch (shorter prompts step a little faster)
-            first, per_step = _batch_timing(loaded, [prompts[i] for i in batches[0]], [configs[i] for i in batches[0]])
+            first, per_step = _batch_timing(loaded, [prompts[i] for i in batches[0]], [configs[i] for i in batches[0]], repeats=1)
             plan.seconds = sum(first + per_step * (_new_tokens_cap(settings, max(lengths[i] for i in b)) - 1) for b in batches)
     return plans
 
