@@ -91,7 +91,7 @@ def selection_sentence(a:str, # the rater compared with
             f"Baseline exact is the exact agreement of a constant rater that always gives {a}'s most common score of the criterion, "
             f"that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt): a rater not above it does no better than a constant. "
             f"kappa_w is Cohen's kappa with quadratic weights. The score filter and “only disagreements” do not apply here: "
-            f"every pair both raters scored in the selection counts (intervals: `tinyscale agreement`).")
+            f"every pair both raters scored in the selection counts (tinyscale agreement gives the intervals).")
 
 def describe_selection(category:str|None=ANY, criterion:str|None=ANY, model:str|None=ANY, labels:dict|None=None)->str:
     "The selection in words: `Plot B, TinyStories-8M` or `every score`."
