@@ -6,7 +6,9 @@ from `tests/fixtures/analysis_wide_scores.csv`. The same post is run again on a 
 scores, where it must say so instead of failing, and the first post once more with a fake LLM judge's
 scores next to `ada`'s, where it must show the judge's blind agreement exactly as `tinyscale agreement`
 computes it. The post "Capabilities over training" runs on a workbook that also holds a planted sweep (see
-`curves_support`), and once more on the fixture scores alone, where it must say plainly that there is no sweep yet.
+`curves_support`), and once more on the fixture scores alone, where it must say plainly that there is no sweep yet. With a
+judge calibrated on `ada` (`tinyscale judge calibrate --write`), the first post sets the calibrated rater's held-out agreement
+next to the raw judge's and the baseline, and says plainly when no judge is calibrated.
 """
 import json
 from pathlib import Path
@@ -142,11 +144,35 @@ def test_baselines_post_shows_the_judges_blind_agreement(cli, tmp_path):
     assert section.split("\n\n")[1] == json.loads(agreement("json"))["headline"]  # the blind headline, first
     assert_tables_match(section, agreement("csv"), level=4)
     assert "Reviewed agreement" not in section
+    assert any(text.startswith("**No calibrated judge yet.** No judge has been calibrated on ada's scores") for text in markdown)
     # the section sits under its heading, after the paper comparison and before what to watch for
     sources = [c.source.splitlines()[0] if c.source else "" for c in notebook.cells]
     judge_cell = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code" for o in c.get("outputs", [])
                       if section in o.get("data", {}).get("text/markdown", ""))
     assert sources.index("## Against the paper") < sources.index(JUDGE_SECTION) < judge_cell < sources.index("## What to watch for")
+
+
+def test_baselines_post_sets_the_calibrated_judge_next_to_the_raw_one(cli, tmp_path):
+    "After `tinyscale judge calibrate --write`, the judge section holds the calibrated rater's held-out agreement next to the raw judge's."
+    root = scored_workbook(tmp_path/"calibrated")
+    add_fake_judge(root)
+    where = ("--store", root/"scores", "--completions", root/"data"/"completions")
+    calibrated = cli("judge", "calibrate", "--a", "ada", "--b", "judge:fake", "--write", "--resamples", "199", *where, root=root)
+    assert calibrated.status == 0, calibrated.err
+    assert list((root/"data"/"judge"/"calibration").glob("*.json"))  # the saved mapping, for --calibration FILE
+    notebook = execute(BASELINES, root)
+    assert not [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    markdown = outputs(notebook, "text/markdown")
+    assert not any(text.startswith("**No calibrated judge yet.**") for text in markdown)
+    side, = [text for text in markdown if text.startswith("**judge:fake+cal** is judge:fake calibrated on ada's scores.")]
+    assert "its agreement with ada is held out" in side
+    for rater, label in (("judge:fake", "judge:fake (raw)"), ("judge:fake+cal", "judge:fake+cal (held out)")):
+        result = cli("agreement", "--a", "ada", "--b", rater, *where, "--format", "json", root=root)
+        first = json.loads(result.out)["blind_agreement"][0]  # the overall row, as `tinyscale agreement` measures it
+        row = (f"| All criteria | {label} | {first['n']} | {first['exact']:.0%} [{first['exact_ci_low']:.0%}, {first['exact_ci_high']:.0%}] "
+               f"| {first['baseline_exact']:.0%} |")
+        assert row in side, (row, side)
+    assert any(text.startswith("### Blind agreement of judge:fake+cal with ada\n") for text in markdown)  # and its own section
 
 
 def test_baselines_post_says_plainly_that_self_agreement_is_not_measured(executed):

@@ -6,7 +6,7 @@ Docs: https://tinyscale.github.io/tinyscale/explorer.html.md"""
 
 # %% ../nbs/10_explorer.ipynb #f770c6ae
 from __future__ import annotations
-import html, math
+import html, math, traceback
 import numpy as np
 import pandas as pd
 import ipywidgets as widgets
@@ -193,7 +193,7 @@ class Explorer:
         self.labels = model_labels(choices(self.scores, "model"), _params(self.scores))
         self.selection = dict(category=ANY, criterion=ANY, model=ANY, score=ANY, rater=rater or default_rater(self.scores),
                               only_disagreements=False)
-        self.page_number, self._updating = 0, False
+        self.page_number, self._updating, self.views = 0, False, []
         self._build()
         self.select()
 
@@ -209,12 +209,13 @@ class Explorer:
         self.previous_button, self.next_button = widgets.Button(description="◀ previous"), widgets.Button(description="next ▶")
         self.previous_button.on_click(lambda _: self.page(-1))
         self.next_button.on_click(lambda _: self.page(+1))
-        self.status, self.cards = widgets.HTML(), widgets.HTML()
+        self.status, self.cards, self.errors = widgets.HTML(), widgets.HTML(), widgets.Output()
+        self.view_box = widgets.VBox()
         self.grid = widgets.VBox()
         pickers = widgets.HBox([self.category_picker, self.criterion_picker, self.model_picker, self.score_picker])
         controls = widgets.HBox([self.rater_picker, self.disagreement_box])
         pager = widgets.HBox([self.previous_button, self.next_button, self.status])
-        self.widget = widgets.VBox([self.grid, pickers, controls, pager, self.cards])
+        self.widget = widgets.VBox([self.grid, pickers, controls, self.view_box, pager, self.cards, self.errors])
 
     def _picked(self):
         "Read the pickers (a user changed one) and select accordingly."
@@ -278,6 +279,7 @@ class Explorer:
         finally: self._updating = False
         self._render_grid()
         self._render_cards()
+        self._show_views()
 
     def _render_grid(self):
         means = cell_means(self.scores, self.selection["rater"])
@@ -320,6 +322,19 @@ class Explorer:
         self.cards.value = "".join(completion_html(self.scores, cid, self.rubric, self.labels, self.notes) for cid in shown["completion_id"])
         self.previous_button.disabled = self.page_number == 0
         self.next_button.disabled = start + self.page_size >= len(matches)
+
+    def add_view(self, view)->None:
+        "Show `view` under the pickers: an object with a `widget` and a `show(explorer)` method, called on every change of the selection."
+        self.views.append(view)
+        self.view_box.children = [v.widget for v in self.views]
+        self._show_views([view])
+
+    def _show_views(self, views:list|None=None):
+        "Let each view show the selection; an error in one goes to the explorer's `errors` output, and the others still show."
+        for view in self.views if views is None else views:
+            try: view.show(self)
+            except Exception as error:
+                self.errors.append_stderr("".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
     def _ipython_display_(self):
         from IPython.display import display
