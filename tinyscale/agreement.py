@@ -24,17 +24,18 @@ from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, crit
 
 # %% auto #0
 __all__ = ['PAIR_COLUMNS', 'LEVEL_INDEX', 'BASELINE_FOLDS', 'SPLITS', 'SPLIT_SEED', 'AGREEMENT_COLUMNS', 'MEAN_COLUMNS',
-           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS', 'COMPARISON_COLUMNS',
-           'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one', 'constant_note',
-           'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot', 'prompt_folds',
-           'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores', 'agreement_table', 'rater_means',
-           'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path', 'read_reviews', 'reviewed_agreement',
-           'Review', 'review_html', 'ReviewPanel', 'examples_path', 'example_slots', 'leave_out_examples',
-           'left_out_sentence', 'Agreement', 'compare_raters', 'agreement_rows', 'blind_note', 'split_note',
-           'blind_tables', 'reviewed_table', 'agreement_markdown', 'agreement_csv', 'agreement_json',
-           'render_agreement', 'compare_judges', 'comparison_table', 'comparison_markdown', 'comparison_csv',
-           'comparison_json', 'render_comparison', 'in_time_order', 'repeat_pairs', 'self_agreement',
-           'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement', 'rater_self_agreement', 'add_cli']
+           'REVIEW_VERDICTS', 'REVIEWED_LABEL', 'CALIBRATED_SUFFIX', 'REVIEWED_HEADING', 'REVIEWED_WARNING', 'FORMATS',
+           'COMPARISON_COLUMNS', 'PAIR_NAMES', 'REPEAT_PAIR_COLUMNS', 'paired_scores', 'exact_agreement', 'within_one',
+           'constant_note', 'weighted_kappa', 'ordinal_alpha', 'kappa_from_counts', 'completion_counts', 'prompt_slot',
+           'prompt_folds', 'split_of', 'in_split', 'most_common', 'held_out_modes', 'baseline_scores',
+           'agreement_table', 'rater_means', 'confusion_matrix', 'disagreements', 'explorer_scores', 'reviews_path',
+           'read_reviews', 'reviewed_agreement', 'Review', 'review_html', 'ReviewPanel', 'examples_path',
+           'example_slots', 'leave_out_examples', 'left_out_sentence', 'Agreement', 'compare_raters', 'agreement_rows',
+           'calibrated_note', 'blind_note', 'split_note', 'blind_tables', 'reviewed_table', 'agreement_markdown',
+           'agreement_csv', 'agreement_json', 'render_agreement', 'compare_judges', 'comparison_table',
+           'comparison_markdown', 'comparison_csv', 'comparison_json', 'render_comparison', 'in_time_order',
+           'repeat_pairs', 'self_agreement', 'self_agreement_headline', 'ceiling_sentence', 'SelfAgreement',
+           'rater_self_agreement', 'add_cli']
 
 # %% ../nbs/14_agreement.ipynb #3a7a4fa5
 PAIR_COLUMNS = ("completion_id", "prompt_id", "category", "criterion", "model", "score_a", "score_b", "note_a", "note_b")
@@ -539,12 +540,23 @@ def agreement_rows(table:pd.DataFrame, # an agreement table (`agreement_table`),
 
 def _agreement_rows(agreement:Agreement, level:str)->pd.DataFrame: return agreement_rows(agreement.table, agreement.rubric, level)
 
+CALIBRATED_SUFFIX = "+cal" # the rater of a judge's calibrated scores is `judge:<model>+cal` (see `tinyscale.calibration`)
+
+def calibrated_note(rater:str)->str|None:
+    "How far the scores of a calibrated judge rater are held out, in one sentence; None for any other rater."
+    if not (is_judge(rater) and rater.endswith(CALIBRATED_SUFFIX)): return None
+    return (f"{rater}'s scores are calibrated: those written by `tinyscale judge calibrate --write` are held out by prompt (each predicted "
+            f"by a mapping fitted on other prompts' scores); those of completions judged later with `--calibration` come from the mapping "
+            f"fitted on every scored item, other completions of the same prompts included.")
+
 def blind_note(agreement:Agreement)->str:
-    "How the blind numbers were measured: what blind means, the intervals, kappa_w, alpha and the baseline."
+    "How the blind numbers were measured: what blind means, the intervals, kappa_w, alpha and the baseline (and how far a calibrated judge is held out)."
+    calibrated = [n for n in (calibrated_note(agreement.a), calibrated_note(agreement.b)) if n]
     return (f"Blind: each rater scored without seeing the other's scores. Intervals are {100 * agreement.confidence:g}% bootstrap intervals "
             f"resampling completions ({agreement.n_resamples} resamples, seed {agreement.seed}); kappa_w is Cohen's kappa with quadratic "
             f"weights, alpha Krippendorff's alpha (ordinal). Baseline exact is the exact agreement of a constant rater that always gives "
-            f"{agreement.a}'s most common score of the criterion, that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt, seed {agreement.seed}).")
+            f"{agreement.a}'s most common score of the criterion, that mode taken from other prompts ({BASELINE_FOLDS} folds by prompt, seed {agreement.seed})."
+            + "".join(f" {n}" for n in calibrated))
 
 def split_note(agreement:Agreement)->str|None:
     "Which side of the fixed split by prompt was measured, in one sentence; None when every prompt was."

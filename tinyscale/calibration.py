@@ -20,18 +20,18 @@ from .completions import completions_dir, load_completions
 from .store import JUDGE_PREFIX, ScoreStore, add_store_options, completion_paths, is_judge, judge_rater, rater_file_name
 from .analysis import (BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval, criterion_cells, format_number, format_percent,
                                 json_records, markdown_table, row_name)
-from .agreement import (LEVEL_INDEX, exact_agreement, held_out_modes, leave_out_examples, left_out_sentence, most_common, paired_scores,
+from .agreement import (CALIBRATED_SUFFIX, LEVEL_INDEX, exact_agreement, held_out_modes, leave_out_examples, left_out_sentence, most_common, paired_scores,
                                  prompt_folds, prompt_slot, weighted_kappa)
 from .judge import _check_numbers, _judge_from_args, _selected_completions, held_scores, judge_cache_dir
 
 # %% auto #0
-__all__ = ['METHODS', 'PROBABILITIES', 'CALIBRATION_COLUMNS', 'CALIBRATED_SUFFIX', 'panel_pairs', 'fit_remap', 'apply_remap',
-           'expected_column', 'fit_ordinal', 'judge_probabilities', 'with_probabilities', 'fit_mapping',
-           'apply_mapping', 'cross_fit', 'calibration_table', 'Calibration', 'calibrate', 'calibration_note',
-           'probabilities_note', 'mapping_records', 'probability_model_records', 'calibration_markdown',
-           'calibration_csv', 'calibration_json', 'render_calibration', 'calibrated_rater', 'write_calibrated',
-           'held_out_note', 'calibration_dir', 'calibration_record', 'save_calibration', 'load_calibration',
-           'apply_calibration', 'saved_note', 'add_cli', 'extend_cli']
+__all__ = ['METHODS', 'PROBABILITIES', 'CALIBRATION_COLUMNS', 'panel_pairs', 'fit_remap', 'apply_remap', 'expected_column',
+           'fit_ordinal', 'judge_probabilities', 'with_probabilities', 'fit_mapping', 'apply_mapping', 'cross_fit',
+           'calibration_table', 'Calibration', 'calibrate', 'calibration_note', 'probabilities_note', 'mapping_records',
+           'probability_model_records', 'calibration_markdown', 'calibration_csv', 'calibration_json',
+           'render_calibration', 'calibrated_rater', 'write_calibrated', 'held_out_note', 'calibration_dir',
+           'calibration_record', 'save_calibration', 'load_calibration', 'apply_calibration', 'saved_note', 'add_cli',
+           'extend_cli']
 
 # %% ../nbs/24_calibration.ipynb #81f3e2ee
 def panel_pairs(scores:pd.DataFrame, # tidy current scores of any raters (`ScoreStore.current()`)
@@ -342,8 +342,6 @@ def render_calibration(calibration:Calibration, format:str="md")->str:
     return renderers[format](calibration)
 
 # %% ../nbs/24_calibration.ipynb #8bce3a63
-CALIBRATED_SUFFIX = "+cal"
-
 def _models(judges:list[str])->str:
     not_judges = [j for j in judges if not is_judge(j)]
     if not_judges: raise TinyscaleError(f"--b {not_judges[0]}: calibrated scores are written for judge raters ({JUDGE_PREFIX}<model>) only")
