@@ -236,14 +236,18 @@ def _json_at(text:str, start:int)->tuple:
         except ValueError: end = text.find(closer, end + 1)
     return None, start
 
-def _json_values(text:str)->list:
-    "Every top-level JSON object or list in `text`, in the order they occur (fenced or not)."
+def _json_spans(text:str)->list[tuple]:
+    "`(value, start, end)` of every top-level JSON object or list in `text`, in the order they occur (fenced or not)."
     found, position = [], 0
     while (match := re.compile(r"[{\[]").search(text, position)):
         value, end = _json_at(text, match.start())
         if value is None: position = match.start() + 1
-        else: found.append(value); position = end
+        else: found.append((value, match.start(), end)); position = end
     return found
+
+def _json_values(text:str)->list:
+    "Every top-level JSON object or list in `text`, in the order they occur (fenced or not)."
+    return [value for value, _, _ in _json_spans(text)]
 
 def _entries_from_json(value)->dict|None:
     "`{label: raw entry}` from a decoded answer, looking inside a `scores`/`criteria` wrapper or a list."
@@ -319,15 +323,6 @@ def parse_judgment(text:str, # the judge's raw answer
 
 # %% ../nbs/13_judge_templates.ipynb #e9f8440c
 _VALUE_KEYS = "|".join(_SCORE_KEYS)
-
-def _json_spans(text:str)->list[tuple]:
-    "`(value, start, end)` of every top-level JSON object or list in `text`, as `_json_values` finds them."
-    found, position = [], 0
-    while (match := re.compile(r"[{\[]").search(text, position)):
-        value, end = _json_at(text, match.start())
-        if value is None: position = match.start() + 1
-        else: found.append((value, match.start(), end)); position = end
-    return found
 
 def _value_offset(span:str, label:str)->int|None:
     "Where the score of `label` starts in the text of one JSON answer (a `{label: {score: ...}}`, `{label: score}` or list form)."
