@@ -9,9 +9,9 @@
 (a) loop: one prompt at a time; (b) seed: all prompts in one left-padded batch (how the published
 baseline was generated); both call `model.generate` with transformers' own cache, as a plain script
 would. (c) tinyscale: `tinyscale.generate.generate`, length-sorted batches of the device's default
-size with `BeamCache`, written to a scratch completions folder; the batch size is `batch_size_for`'s
-default (measured once per model shape and cached; the probe's time is printed, not counted) unless
-`--batch-size` is given. All three use the default preset
+size with `BeamCache`, written to a scratch completions folder; the batch size and the batches run at
+once (`streams`, on a CPU) are `batch_size_for`'s default (measured once per model shape and cached;
+the probe's time is printed, not counted) unless `--batch-size` / `--streams` are given. All three use the default preset
 (5 beams, greedy, per-category minimum lengths) with the same maximum of new tokens.
 
 Figures are ratios measured in this run (identical runs on a shared CPU vary up to 2x in time).
@@ -41,6 +41,7 @@ from tinyscale.models import (DTYPES, EOS_TOKEN_ID, TINYSTORIES_SHAPES, load_mod
                               write_tokenizer)  # before torch, as in tinyscale itself (OpenMP wait policy)
 from tinyscale.generate import (batch_size_for, completion_config, form_batches, generate, generate_batch,
                                 trim_padding)
+import tinyscale.generate as generation
 from tinyscale.completions import load_completions
 from tinyscale.prompts import load_prompts
 import torch
@@ -146,13 +147,13 @@ def run_batches(loaded, prompts, configs, batches):
     return texts, new_tokens, time.perf_counter() - start, flops
 
 
-def run_tinyscale(loaded, prompts, max_new_tokens, batch_size):
+def run_tinyscale(loaded, prompts, max_new_tokens, batch_size, streams=1):
     "The real `generate` path into a scratch folder; texts by prompt index, new tokens, seconds and FLOPs."
     out = Path(tempfile.mkdtemp(prefix="tinyscale-bench-"))
     synchronize(loaded.device)
     start = time.perf_counter()
     run, = generate([loaded], list(prompts), out, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=False,
-                    device=loaded.device, dtype=loaded.dtype)
+                    device=loaded.device, dtype=loaded.dtype, streams=streams)
     synchronize(loaded.device)
     seconds = time.perf_counter() - start
     table = load_completions(out)
@@ -168,19 +169,47 @@ def run_tinyscale(loaded, prompts, max_new_tokens, batch_size):
     return texts, run.new_tokens, seconds, flops
 
 
-def time_breakdown(loaded, prompts, configs, batch_size):
-    "Where one batch of (c) spends its time: (group, seconds) by operator group, then the rest, and the wall time."
+def time_breakdown(loaded, prompts, configs, batch_size, streams=1):
+    "Where one batch of (c) spends its time: (group, seconds) by operator group, then the rest; the wall time; its prompts. With several batches at once, the batch runs alone on one stream's share of the threads (the profiler sees the thread that starts it)."
     lengths = prompt_lengths(loaded, prompts)
     batch = form_batches(lengths, batch_size)[0]
-    start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
-    wall = time.perf_counter() - start
+    with generation.threads_per_stream(streams):
+        start = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
+        wall = time.perf_counter() - start
     own = {event.key: event.self_cpu_time_total / 1e6 for event in profiler.key_averages()}
     groups = [(name, sum(own.pop(op, 0.0) for op in ops)) for name, ops in TIME_GROUPS.items()]
     groups.append(("other operators", sum(own.values())))
     groups.append(("outside operators (Python, the generation loop, profiling)", wall - sum(t for _, t in groups)))
     return groups, wall, len(batch)
+
+
+def sequence_logprob(loaded, prompt, completion):
+    "Summed log-probability of `completion`'s tokens after `prompt` and its token count (tokens re-encoded from the text)."
+    prompt_ids, new_ids = loaded.tokenizer(prompt).input_ids, loaded.tokenizer(completion).input_ids
+    if not new_ids: return 0.0, 0
+    ids = torch.tensor([prompt_ids + new_ids], device=loaded.device)
+    with torch.inference_mode():
+        logits = loaded.model(ids).logits[0, len(prompt_ids) - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt_ids):, None]).sum().item(), len(new_ids)
+
+
+def report_differences(loaded, prompts, results, names):
+    "Each prompt whose (c) output differs from (a) or (b): where the texts part, and how near the two were as beam search scores them."
+    for i, prompt in enumerate(prompts):
+        others = [k for k in ("a", "b") if k in results and results[k][0][i] != results["c"][0][i]]
+        if not others: continue
+        ours, theirs = results["c"][0][i], results[others[0]][0][i]
+        at = next((j for j, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
+        # the default preset ranks finished beams by summed log-probability over length (length penalty 1)
+        (ours_sum, ours_n), (theirs_sum, theirs_n) = (sequence_logprob(loaded, prompt.prompt, t) for t in (ours, theirs))
+        ours_score, theirs_score = ours_sum / max(ours_n, 1), theirs_sum / max(theirs_n, 1)
+        gap = abs(ours_score - theirs_score)
+        print(f"  {prompt.id} ({prompt.category}): (c) differs from {' and '.join(names[k][:3] for k in others)} from character "
+              f"{at}: {ours[at:at + 24]!r} against {theirs[at:at + 24]!r}; beam score (mean log-probability per token, "
+              f"re-encoded) {ours_score:.6f} against {theirs_score:.6f}, a gap of {gap:.1e}"
+              f"{' (a near-tie)' if gap < 1e-3 else ''}", flush=True)
 
 
 def parse_args(argv=None):
@@ -191,6 +220,7 @@ def parse_args(argv=None):
     parser.add_argument("--prompts", type=int, help="how many prompts (default 150; 24 with --quick), spread over the set")
     parser.add_argument("--max-new-tokens", type=int, help="maximum new tokens (default: the preset's 256; 48 with --quick)")
     parser.add_argument("--batch-size", type=int, help="tinyscale's batch size (default: batch_size_for's choice)")
+    parser.add_argument("--streams", type=int, help="tinyscale's batches at once (default: batch_size_for's choice; 1 with --batch-size)")
     parser.add_argument("--no-probe", action="store_true", help="default batch size from the heuristic alone (no timed probe)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
@@ -218,17 +248,19 @@ def bench_size(args, size, prompts, models_dir):
     print(f"\n{name} shape ({loaded.params:,} parameters), {len(prompts)} prompts, default preset, at most {max_new_tokens} "
           f"new tokens, {args.device}, {args.dtype}", flush=True)
     generate_batch(loaded, [prompts[0].prompt], [configs[0]])  # warm up kernels and allocations
-    if args.batch_size: batch_size, how = args.batch_size, "given"
+    if args.batch_size: batch_size, streams, how = args.batch_size, args.streams or 1, "given"
     else:
         start = time.perf_counter()
-        batch_size, how = batch_size_for(loaded, [p.prompt for p in prompts], configs, measure=not args.no_probe)
-        print(f"batch size {batch_size} ({how}; chosen in {time.perf_counter() - start:.1f} s, cached per model shape)", flush=True)
+        batch_size, streams, how = batch_size_for(loaded, [p.prompt for p in prompts], configs, measure=not args.no_probe,
+                                                  streams=args.streams)
+        print(f"batch size {batch_size}, {streams} at a time ({how}; chosen in {time.perf_counter() - start:.1f} s, cached per "
+              f"model shape)", flush=True)
     # On a CPU the reference is the fp32 peak (a bf16 matmul there can take minutes without AMX kernels); a GPU's is in the run's dtype
     peak_dtype = args.dtype if args.device == "cuda" else "float32"
     peak = matmul_peak(args.device, DTYPES[peak_dtype])
     print(f"{peak_dtype} matmul peak: {peak:.0f} GFLOP/s", flush=True)
-    names = {"a": "(a) one prompt at a time", "b": "(b) all prompts in one batch", "c": f"(c) tinyscale, batches of {batch_size}"}
-    runs = {"c": lambda: run_tinyscale(loaded, prompts, max_new_tokens, batch_size),
+    names = {"a": "(a) one prompt at a time", "b": "(b) all prompts in one batch", "c": f"(c) tinyscale, batches of {batch_size}" + (f" x{streams}" if streams > 1 else "")}
+    runs = {"c": lambda: run_tinyscale(loaded, prompts, max_new_tokens, batch_size, streams),
             "b": lambda: run_batches(loaded, prompts, configs, [list(range(len(prompts)))]),
             "a": lambda: run_batches(loaded, prompts, configs, [[i] for i in range(len(prompts))])}
     results, speed = {}, {}
@@ -246,17 +278,19 @@ def bench_size(args, size, prompts, models_dir):
         print(f"{names[key]:34s} {flops / seconds / 1e9 / peak:.0%} of the {peak_dtype} matmul peak")
     fraction = results["c"][3] / results["c"][2] / 1e9 / peak
     if fraction < PEAK_TARGET and args.device == "cpu":
-        groups, wall, rows = time_breakdown(loaded, prompts, configs, batch_size)
+        groups, wall, rows = time_breakdown(loaded, prompts, configs, batch_size, streams)
+        alone = f", alone on {max(1, torch.get_num_threads() // streams)} thread(s)" if streams > 1 else ""
         print(f"(c) reaches {fraction:.0%} of the peak (target {PEAK_TARGET:.0%}); where the time of one batch of "
-              f"{rows} prompts goes ({wall:.1f} s, profiled):")
+              f"{rows} prompts goes ({wall:.1f} s{alone}, profiled):")
         for group, seconds in sorted(groups, key=lambda group: -group[1]):
             print(f"  {seconds / wall:4.0%}  {group}")
     match = lambda other: sum(results["c"][0][i] == results[other][0][i] for i in range(len(prompts)))
     if args.dtype != "float32":
         reference = load_model(folder, device=args.device, dtype="float32")
-        texts = run_tinyscale(reference, prompts, max_new_tokens, batch_size)[0]
+        texts = run_tinyscale(reference, prompts, max_new_tokens, batch_size, streams)[0]
         print(f"(c) in {args.dtype} against (c) in float32: {sum(results['c'][0][i] == texts[i] for i in range(len(prompts)))}"
               f"/{len(prompts)} outputs equal")
+    report_differences(loaded, prompts, results, names)
     loop = f"{speed['c'] / speed['a']:.2f}" if "a" in speed else "nan"
     loop_match = f"{match('a')}/{len(prompts)}" if "a" in results else "0/0"
     print(f"c/a = {loop}x   c/b = {speed['c'] / speed['b']:.2f}x   outputs of c matching a: {loop_match}, "
@@ -265,7 +299,8 @@ def bench_size(args, size, prompts, models_dir):
             f"outputs_match_loop={loop_match}")
     print(f"load average now: {load_average()}")
     print(line, flush=True)
-    return dict(size=size, params=loaded.params, batch_size=batch_size, how=how, speed=speed, fraction=fraction, line=line)
+    return dict(size=size, params=loaded.params, batch_size=batch_size, streams=streams, how=how, speed=speed, fraction=fraction,
+                line=line)
 
 
 def main(argv=None):
@@ -285,7 +320,7 @@ def main(argv=None):
         print(f"\n| size | parameters | batch size | (c) new tokens/s | c/a | c/b | share of peak |\n|---|---|---|---|---|---|---|")
         for r in rows:
             loop = f"{r['speed']['c'] / r['speed']['a']:.2f}" if "a" in r["speed"] else "-"
-            print(f"| {r['size']} | {r['params']:,} | {r['batch_size']} ({r['how']}) | {r['speed']['c']:.1f} | {loop} | "
+            print(f"| {r['size']} | {r['params']:,} | {r['batch_size']} x{r['streams']} ({r['how']}) | {r['speed']['c']:.1f} | {loop} | "
                   f"{r['speed']['c'] / r['speed']['b']:.2f} | {r['fraction']:.0%} |")
         for r in rows: print(f"size={r['size']} {r['line']}")
 

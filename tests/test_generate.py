@@ -221,6 +221,8 @@ def test_flags_and_per_category_minimum_end_to_end(tiny, prompt_file, tmp_path):
     (["--preset", "seed", "--batch-size", "4"], "tinyscale: error: --batch-size: the seed preset generates all prompts in one batch"),
     (["--preset", "seed", "--max-new-tokens", "5"], "tinyscale: error: --max-new-tokens: the seed preset counts lengths"),
     (["--limit", "0"], "tinyscale: error: --limit 0: must be at least 1"),
+    (["--streams", "0"], "tinyscale: error: --streams 0: must be at least 1"),
+    (["--preset", "seed", "--streams", "2"], "tinyscale: error: --streams 2: the seed preset generates all prompts in one batch"),
 ])
 def test_bad_settings_are_one_line(cli, fixture_models, prompt_file, tmp_path, extra, message):
     status, _, err = cli("generate", "--model", fixture_models, "--prompts", prompt_file, "--out", tmp_path/"out",
@@ -278,9 +280,12 @@ def test_the_default_batch_size_is_measured_once_and_cached(tiny, tmp_path, monk
     probes = len(calls)
     again, = generate([tiny], prompts, tmp_path/"again", max_new_tokens=6, progress=False)
     assert first.batch_choice == again.batch_choice == "measured" and probes >= 2 and len(calls) == probes  # no second probe
-    assert again.batch_size == first.batch_size and first.batch_size in (8, 16)
+    assert (again.batch_size, again.streams) == (first.batch_size, first.streams) and first.batch_size in (4, 8, 16)
+    assert first.streams in generation.stream_choices("cpu") and first.batch_size * first.streams <= 16
     cache = json.loads((tmp_path/"cache"/"batch-size.json").read_text())
-    assert list(cache) == [generation.batch_shape_key(tiny)] and set(cache[generation.batch_shape_key(tiny)]) == {"8", "16"}
+    # one batch at a time at half and all of the heuristic's 16; several at once at an equal share of the 16 prompts
+    at_once = {f"{16 // n}x{n}" for n in generation.stream_choices("cpu") if n > 1}
+    assert list(cache) == [generation.batch_shape_key(tiny)] and set(cache[generation.batch_shape_key(tiny)]) == {"8", "16"} | at_once
     assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"first")} == \
            {r["completion_id"]: r["completion"] for r in records(tmp_path/"again")}
     given, = generate([tiny], prompts, tmp_path/"given", max_new_tokens=6, batch_size=5, progress=False)
@@ -292,3 +297,75 @@ def test_the_command_line_prints_the_batch_size(fixture_models, prompt_file, tmp
                                  "--batch-size", "4"), cwd=tmp_path)
     assert done.status == 0, done.err
     assert "6 written, 0 already there" in done.out and "batches of 4 (given)" in done.out
+
+
+def test_several_batches_at_once_change_no_completion(tiny, prompt_file, tmp_path, cli_process, fixture_models):
+    "Two batches at once write the same completions, with the same ids, as one at a time; the CLI says it ran them so."
+    runs = {n: generate([tiny], prompt_file, tmp_path/f"streams-{n}", max_new_tokens=12, batch_size=2, streams=n, progress=False)[0]
+            for n in (1, 2)}
+    texts = {n: {r["completion_id"]: r["completion"] for r in records(tmp_path/f"streams-{n}")} for n in runs}
+    assert texts[1] == texts[2] and len(texts[2]) == 6
+    assert [(runs[n].batch_size, runs[n].streams, runs[n].written) for n in (1, 2)] == [(2, 1, 6), (2, 2, 6)]
+    done = cli_process(*cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(tmp_path/"out"),
+                                 "--batch-size", "2", "--streams", "2"), cwd=tmp_path)
+    assert done.status == 0, done.err
+    assert "6 written, 0 already there" in done.out and "batches of 2 (given, 2 at a time)" in done.out
+    assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"out")} == texts[1]
+
+
+def test_a_failing_batch_among_several_at_once_loses_nothing_written(tiny, prompt_file, tmp_path, monkeypatch):
+    "A batch that fails while others run: the error reaches the caller, the finished batches are written whole, and a rerun completes the rest."
+    import torch
+    import tinyscale.generate as generation
+    real, threads = generation.generate_batch, torch.get_num_threads()
+    prompts = [row[2] for row in PROMPTS]
+    last = form_batches([len(tiny.tokenizer(p).input_ids) for p in prompts], 2)[-1]
+    failing_prompt = prompts[last[0]]  # in the last of three batches: it starts once one of the first two has ended
+    def generate_batch(loaded, texts, configs, **kwargs):
+        if failing_prompt in texts: raise RuntimeError("out of memory in the last batch")
+        return real(loaded, texts, configs, **kwargs)
+    monkeypatch.setattr(generation, "generate_batch", generate_batch)
+    with pytest.raises(RuntimeError, match="out of memory in the last batch"):
+        generate([tiny], prompt_file, tmp_path/"out", max_new_tokens=12, batch_size=2, streams=2, progress=False)
+    assert torch.get_num_threads() == threads
+    written = records(tmp_path/"out")
+    assert failing_prompt not in {r["prompt"] for r in written} and len(written) in (2, 4)  # whole batches: one or both of the first two
+    monkeypatch.setattr(generation, "generate_batch", real)
+    generate([tiny], prompt_file, tmp_path/"reference", max_new_tokens=12, batch_size=2, progress=False)
+    reference = {r["completion_id"]: r["completion"] for r in records(tmp_path/"reference")}
+    assert all(reference[r["completion_id"]] == r["completion"] for r in written)  # no batch stopped early was written
+    again, = generate([tiny], prompt_file, tmp_path/"out", max_new_tokens=12, batch_size=2, streams=2, progress=False)
+    assert again.written == 6 - len(written) and len(records(tmp_path/"out")) == 6
+    assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"out")} == reference
+
+
+def test_an_interrupted_run_with_several_batches_at_once_stops_soon_and_resumes(cli_process, fixture_models, tmp_path):
+    "Ctrl-C while two batches run: the command stops, writes only whole batches (none cut short), and a rerun completes the rest."
+    prompts = load_prompts()[:12]
+    prompt_file = write_prompts(tmp_path/"prompts.csv", [(p.id, p.category, p.prompt, p.expected, p.source_id) for p in prompts])
+    out = tmp_path/"completions"
+    args = cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(out), "--batch-size", "2",
+                    "--streams", "2", **{"--max-new-tokens": "120"})
+    process = subprocess.Popen(tinyscale_command(*args), env=offline_environment(tmp_path), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.exists() and existing_completion_ids(out)):
+            assert process.poll() is None, "the run ended before its first batch was on disk"
+            assert time.monotonic() < deadline, "no batch on disk after 240 s"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=120)
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert status == 130 and "tinyscale: interrupted" in err, err
+    written = records(out)
+    assert 0 < len(written) < 12 and len(written) % 2 == 0  # whole batches of 2 only
+    done = cli_process(*args)
+    assert done.status == 0, done.err
+    assert f"{12 - len(written)} written, {len(written)} already there" in done.out
+    clean = tmp_path/"clean"
+    generate([fixture_models], prompt_file, clean, batch_size=2, max_new_tokens=120, device="cpu", progress=False)
+    reference = {r["completion_id"]: r["completion"] for r in records(clean)}
+    assert {r["completion_id"]: r["completion"] for r in records(out)} == reference  # nothing cut short was written

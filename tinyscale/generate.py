@@ -6,15 +6,17 @@ Docs: https://tinyscale.github.io/tinyscale/generate.html.md"""
 
 # %% ../nbs/05_generate.ipynb #18c78544
 from __future__ import annotations
-import fcntl, json, math, os, platform, re, time
-from contextlib import contextmanager
+import fcntl, json, math, os, platform, re, threading, time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 from pathlib import Path
 from .models import (ModelSource, LoadedModel, DTYPES, DEVICES, load_model, model_source, pick_device,
                               pick_dtype)  # first: it sets OpenMP's wait policy before torch loads
 import inspect
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from .core import TinyscaleError, add_options, config_hash, read_jsonl, text_hash, utc_now, where
 from .rubric import CATEGORIES
@@ -24,12 +26,14 @@ from .completions import Completion, append_completions, completion_id, completi
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
            'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_TOLERANCE',
-           'PROBE_MIN_PROMPTS', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
-           'BeamCacheLayer', 'BeamCache', 'beam_cache', 'generate_batch', 'eos_loving', 'trim_padding',
-           'starts_new_story', 'completion_flags', 'decode_continuation', 'existing_completion_ids',
-           'read_generation_prompts', 'row_flops', 'heuristic_batch_size', 'batch_size_cache_path', 'batch_shape_key',
-           'batch_size_for', 'ModelRun', 'GenerationSettings', 'generate_model', 'prepare_generation', 'check_run_name',
-           'run_lock', 'generate', 'ModelPlan', 'plan_generation', 'add_generation_options', 'add_cli']
+           'PROBE_MIN_PROMPTS', 'STREAM_CHOICES', 'check_preset', 'completion_config', 'form_batches',
+           'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'BatchStopped', 'generate_batch',
+           'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation',
+           'existing_completion_ids', 'read_generation_prompts', 'row_flops', 'heuristic_batch_size',
+           'threads_per_stream', 'batch_size_cache_path', 'batch_shape_key', 'Batching', 'stream_choices',
+           'batch_size_for', 'ModelRun', 'GenerationSettings', 'run_batches', 'generate_model', 'prepare_generation',
+           'check_run_name', 'run_lock', 'generate', 'ModelPlan', 'plan_generation', 'add_generation_options',
+           'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -173,11 +177,28 @@ def _shared_settings(configs:list[dict])->dict:
     if any(s != shared[0] for s in shared): raise ValueError("a batch mixes generation settings other than min_new_tokens")
     return shared[0]
 
+class BatchStopped(Exception):
+    "A batch ended early because its run is stopping; its tokens are incomplete and never written."
+
+class _StopWhenSet(StoppingCriteria):
+    "Ends every row at the next step once `event` is set."
+    def __init__(self, event:threading.Event): self.event = event
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+class _StopAfter(StoppingCriteria):
+    "Ends every row once it holds `length` tokens (prompt included)."
+    def __init__(self, length:int): self.length = length
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.length, dtype=torch.bool, device=input_ids.device)
+
 @torch.inference_mode()
 def generate_batch(loaded:LoadedModel, # from `load_model`
                    texts:list[str], # prompts
                    configs:list[dict], # `completion_config` of each prompt
                    use_beam_cache:bool=True, # `BeamCache` where it applies (same tokens, less copying)
+                   stop:threading.Event|None=None, # once set, the batch ends at its next step and raises `BatchStopped`
+                   steps:int|None=None, # end after this many new tokens (for timing a batch: its buffers keep their full size)
                   )->tuple[list[list[int]], int]:
     "Generated token ids after the padded input width for each prompt of one batch, and that width."
     tokenizer, settings = loaded.tokenizer, _shared_settings(configs)
@@ -190,8 +211,11 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
                                      if any(minimums) else [])
     capacity = width + settings["max_new_tokens"] if "max_new_tokens" in settings else settings["max_length"]
     cache = beam_cache(loaded.model, settings["num_beams"], capacity, width) if use_beam_cache else None
-    output = loaded.model.generate(**encoded, generation_config=generation_config, logits_processor=processors,
-                                   **({_cache_keyword(loaded.model): cache} if cache is not None else {}))
+    extra = {_cache_keyword(loaded.model): cache} if cache is not None else {}
+    criteria = ([_StopWhenSet(stop)] if stop is not None else []) + ([_StopAfter(width + steps)] if steps else [])
+    if criteria: extra["stopping_criteria"] = StoppingCriteriaList(criteria)
+    output = loaded.model.generate(**encoded, generation_config=generation_config, logits_processor=processors, **extra)
+    if stop is not None and stop.is_set(): raise BatchStopped("the run is stopping: this batch's tokens are incomplete")
     return [row[width:].tolist() for row in output.cpu()], width
 
 # %% ../nbs/05_generate.ipynb #4949b1d3
@@ -303,20 +327,33 @@ def heuristic_batch_size(loaded:LoadedModel, # from `load_model`
     return min(size, max(prompts, 1))
 
 # %% ../nbs/05_generate.ipynb #b5a1c007
+@contextmanager
+def threads_per_stream(streams:int):
+    "Within the block, each of `streams` batches run at once gets an equal share of torch's CPU threads (at least one)."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // streams))
+    try: yield torch.get_num_threads()
+    finally: torch.set_num_threads(threads)
+
+def _run_at_once(work, streams:int)->list:
+    "`work()` in `streams` threads at once (on their shares of the CPU threads); the results."
+    if streams == 1: return [work()]
+    with threads_per_stream(streams), ThreadPoolExecutor(streams) as pool:
+        return [f.result() for f in [pool.submit(work) for _ in range(streams)]]
+
 def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10),
                   repeats:int=2, # each short run is timed this often and the fastest kept: a competing process only ever slows a run down
+                  streams:int=1, # copies of the batch run at once, each in its own thread: the cost of one round of `streams` batches
                  )->tuple[float, float]:
     "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
-    lengths = ("max_length", "min_length", "max_new_tokens", "min_new_tokens")
     texts, seconds = [p if isinstance(p, str) else p.prompt for p in prompts], []
-    generate_batch(loaded, texts[:1], [{**configs[0], "max_new_tokens": 1}])  # warm up kernels and allocations
-    for n in steps:
-        short = [{k: v for k, v in c.items() if k not in lengths} | {"max_new_tokens": n} for c in configs]
+    generate_batch(loaded, texts[:1], configs[:1], steps=1)  # warm up kernels and allocations
+    for n in steps:  # the real settings, stopped after n steps: the beam search's buffers and the cache keep their full size
         timed = []
         for _ in range(repeats):
             _synchronize(loaded.device)
             start = time.perf_counter()
-            generate_batch(loaded, texts, short)
+            _run_at_once(lambda: generate_batch(loaded, texts, configs, steps=n), streams)
             _synchronize(loaded.device)
             timed.append(time.perf_counter() - start)
         seconds.append(min(timed))
@@ -337,7 +374,7 @@ def batch_shape_key(loaded:LoadedModel)->str:
     heads = getattr(c, "num_heads", None) or c.num_attention_heads
     device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
     return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
-            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__}")
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 2")  # 2: timed at full buffer sizes
 
 def _read_timings(path:Path)->dict:
     try: return json.loads(path.read_text())
@@ -349,38 +386,63 @@ def _write_timings(path:Path, timings:dict):
     scratch.write_text(json.dumps(timings, indent=1, sort_keys=True))
     scratch.replace(path)  # whole or not at all, also with several processes
 
-def _estimate(timings:dict, size:int, prompts:int, steps:int)->float:
-    "Seconds for `prompts` prompts in batches of `size`; a last, smaller batch costs what the next measured size costs."
-    cost = lambda s: (lambda first, per_step: first + per_step * (steps - 1))(*timings[str(min(k for k in map(int, timings) if k >= s))])
+def _timing_key(size:int, streams:int)->str:
+    "A timing's key in the cache: the batch size, and `x<streams>` for a round of several batches at once."
+    return str(size) if streams == 1 else f"{size}x{streams}"
+
+def _estimate(timings:dict, size:int, prompts:int, steps:int, streams:int=1)->float:
+    "Seconds for `prompts` prompts in batches of `size`, `streams` at a time; a last, smaller batch costs what the next measured size costs."
+    measured = {int(k.split("x")[0]): v for k, v in timings.items() if k == _timing_key(int(k.split("x")[0]), streams)}
+    cost = lambda s: (lambda first, per_step: first + per_step * (steps - 1))(*measured[min(k for k in measured if k >= s)])
     full, rest = divmod(prompts, size)
-    return full * cost(size) + (cost(rest) if rest else 0)
+    rounds, left = divmod(full, streams)  # rounds of `streams` full batches at once, then one round of what is left
+    return rounds * cost(size) + (cost(size) if left else cost(rest) if rest else 0)
+
+class Batching(NamedTuple):
+    "How a run's batches are formed and run: prompts per batch, batches at once, and how that was chosen."
+    size: int|None  # prompts per batch (None: one batch of every prompt)
+    streams: int    # batches generated at once, each in its own thread on its share of the CPU threads
+    how: str        # given, measured, heuristic or one-batch
 
 PROBE_TOLERANCE = 0.1  # estimates this close count as equal (timings on a shared CPU vary)
 PROBE_MIN_PROMPTS = 16  # fewer prompts: the heuristic alone (a probe would cost more than it saves)
+STREAM_CHOICES = (1, 2, 4)  # batches at once that a CPU probe tries (at most one per CPU thread)
+
+def stream_choices(device:str)->tuple[int, ...]:
+    "The numbers of batches at once worth trying on `device`: several on a CPU (one thread each at least), one elsewhere."
+    return tuple(s for s in STREAM_CHOICES if s <= torch.get_num_threads()) if device == "cpu" else (1,)
 
 def batch_size_for(loaded:LoadedModel, # from `load_model`
                    texts:list[str], # the prompts to generate, in any order
                    configs:list[dict], # their `completion_config`s
                    measure:bool=True, # time a few steps at each candidate size (cached); False: the heuristic alone
-                  )->tuple[int, str]:
-    "The default prompts per batch for these prompts on this model and device, and how it was chosen."
+                   streams:int|None=None, # batches at once, if given; default: measured with the size (one without measuring)
+                  )->Batching:
+    "The default prompts per batch and batches at once for these prompts on this model and device, and how they were chosen."
     lengths = [len(ids) for ids in loaded.tokenizer(texts).input_ids]
     num_beams, width = configs[0]["num_beams"], max(lengths)
     steps = configs[0].get("max_new_tokens") or configs[0]["max_length"] - width
     guess = heuristic_batch_size(loaded, len(texts), num_beams, width + steps)
-    candidates = sorted({min(s, len(texts)) for s in (guess // 2, guess, guess * 2) if s >= 1})
-    if not measure or len(candidates) == 1 or len(texts) < PROBE_MIN_PROMPTS: return guess, "heuristic"
+    # Several batches at once need as many batches: their sizes are capped at an equal share of the prompts
+    candidates = sorted({(min(s, -(-len(texts) // n)), n) for n in ((streams,) if streams else stream_choices(loaded.device))
+                         for s in (guess // 2, guess, guess * 2) if s >= 1})
+    candidates = [(s, n) for s, n in candidates if n == 1 or -(-len(texts) // s) >= n]
+    if not measure or len(candidates) <= 1 or len(texts) < PROBE_MIN_PROMPTS:
+        return Batching(min(guess, -(-len(texts) // (streams or 1))), streams or 1, "heuristic")
     path, key = batch_size_cache_path(), batch_shape_key(loaded)
     timings = _read_timings(path).get(key, {})
     order = form_batches(lengths, None)[0]  # longest first: each candidate is timed on the longest prompts
-    for size in candidates:
-        if str(size) in timings: continue
+    for size, n in candidates:
+        if _timing_key(size, n) in timings: continue
         batch = order[:size]
-        timings[str(size)] = _batch_timing(loaded, [texts[i] for i in batch], [configs[i] for i in batch])
+        timings[_timing_key(size, n)] = _batch_timing(loaded, [texts[i] for i in batch], [configs[i] for i in batch], streams=n)
         _write_timings(path, {**_read_timings(path), key: timings})
-    estimates = {s: _estimate(timings, s, len(texts), steps) for s in candidates}
-    # Within the probe's noise, fewer and larger batches: never slower than one batch of all prompts by a measuring error
-    return max(s for s in candidates if estimates[s] <= min(estimates.values()) * (1 + PROBE_TOLERANCE)), "measured"
+    estimates = {(s, n): _estimate(timings, s, len(texts), steps, n) for s, n in candidates}
+    # Within the probe's noise, fewer batches at once, then fewer and larger batches: never slower than one batch of
+    # all prompts by a measuring error
+    near = [c for c in candidates if estimates[c] <= min(estimates.values()) * (1 + PROBE_TOLERANCE)]
+    size, n = min(near, key=lambda c: (c[1], -c[0]))
+    return Batching(size, n, "measured")
 
 # %% ../nbs/05_generate.ipynb #37cf592f
 @dataclass
@@ -394,6 +456,7 @@ class ModelRun:
     path: Path      # the run file
     batch_size: int|None = None # prompts per batch used (None: nothing ran, or one batch of all prompts)
     batch_choice: str = ""      # how it was chosen: given, measured, heuristic or one-batch
+    streams: int = 1            # batches generated at once
     def __repr__(self): return f"ModelRun({self.model}: {self.written} written, {self.cached} cached, {self.new_tokens / max(self.seconds, 1e-9):.0f} tokens/s)"
 
 # %% ../nbs/05_generate.ipynb #661d8dce
@@ -411,12 +474,22 @@ def _batch_size(settings, device:str)->int|None:
         return None
     return batch_size or DEFAULT_BATCH_SIZE[device]
 
-def _run_batch_size(loaded:LoadedModel, prompts:list[Prompt], configs:list[dict], settings, measure:bool=True)->tuple[int|None, str]:
-    "The batch size a run uses and how it was chosen: given, one-batch, or `batch_size_for` (measured or heuristic)."
-    given = _batch_size(settings, loaded.device)
-    if settings.batch_size is not None: return given, "given"
-    if given is None: return None, "one-batch"
-    return batch_size_for(loaded, [p.prompt for p in prompts], configs, measure)
+def _streams(settings, device:str)->int|None:
+    "The given number of batches at once (checked), else None."
+    streams = settings.streams
+    if streams is None: return None
+    if streams < 1: raise TinyscaleError(f"--streams {streams}: must be at least 1")
+    if streams > 1 and PRESETS[settings.preset]["batching"] == "one-batch":
+        raise TinyscaleError(f"--streams {streams}: the {settings.preset} preset generates all prompts in one batch")
+    if streams > 1 and device != "cpu": raise TinyscaleError(f"--streams {streams}: several batches at once are for a CPU; {device} runs one at a time")
+    return streams
+
+def _run_batch_size(loaded:LoadedModel, prompts:list[Prompt], configs:list[dict], settings, measure:bool=True)->Batching:
+    "The batching a run uses and how it was chosen: given, one-batch, or `batch_size_for` (measured or heuristic)."
+    given, streams = _batch_size(settings, loaded.device), _streams(settings, loaded.device)
+    if settings.batch_size is not None: return Batching(given, streams or 1, "given")
+    if given is None: return Batching(None, 1, "one-batch")
+    return batch_size_for(loaded, [p.prompt for p in prompts], configs, measure, streams)
 
 def _progress(total:int, enabled:bool):
     from tqdm.auto import tqdm
@@ -425,18 +498,19 @@ def _progress(total:int, enabled:bool):
 # %% ../nbs/05_generate.ipynb #d2da80e7
 @dataclass(frozen=True)
 class GenerationSettings:
-    "How a run generates: the preset, dtype and new-token maximum (recorded) and the batch size and device (not)."
+    "How a run generates: the preset, dtype and new-token maximum (recorded) and the batch size, batches at once and device (not)."
     preset: str = "default"         # a key of `PRESETS`
     batch_size: int|None = None     # prompts per batch (default per device; not with `seed`)
     device: str = "auto"            # auto, cpu, cuda or mps
     dtype: str = "float32"          # float32 or bfloat16
     max_new_tokens: int|None = None # override of the preset's maximum of new tokens
+    streams: int|None = None        # batches at once on a CPU (default: measured with the batch size; 1 given a batch size)
     def config(self, category:str)->dict:
         "The recorded settings of one completion of `category`."
         return completion_config(self.preset, category, self.dtype, self.max_new_tokens)
     def check(self)->GenerationSettings:
         "These settings, after refusing any that cannot run (before a model loads)."
-        self.config(CATEGORIES[0]); _batch_size(self, pick_device(self.device))
+        self.config(CATEGORIES[0]); _batch_size(self, pick_device(self.device)); _streams(self, pick_device(self.device))
         return self
     @classmethod
     def of(cls, settings:GenerationSettings|None=None, **overrides)->GenerationSettings:
@@ -447,7 +521,7 @@ class GenerationSettings:
     @classmethod
     def from_args(cls, args)->GenerationSettings:
         "The settings of parsed `tinyscale generate` arguments."
-        return cls(args.preset, args.batch_size, args.device, args.dtype, args.max_new_tokens)
+        return cls(args.preset, args.batch_size, args.device, args.dtype, args.max_new_tokens, getattr(args, "streams", None))
 
 # %% ../nbs/05_generate.ipynb #a3a77add
 def _completion(loaded, prompt:Prompt, ids:list[int], config:dict, set_hash:str, seconds:float, run:str, versions:dict,
@@ -476,6 +550,29 @@ def _plan(model, prompts:list[Prompt], done:set[str], settings:GenerationSetting
     ids = [completion_id(source.name, source.revision, text_hash(p.prompt), config_hash(c)) for p, c in zip(prompts, configs)]
     return source, configs, {i for i, cid in enumerate(ids) if cid not in done}
 
+# %% ../nbs/05_generate.ipynb #5bfa9c39
+def run_batches(loaded:LoadedModel, # from `load_model`
+                prompts:list[Prompt], configs:list[dict], # the prompts and their `completion_config`s
+                batches:list[list[int]], # lists of prompt indices, as `form_batches` makes them
+                streams:int=1, # batches generated at once, each in its own thread on its share of the CPU threads
+               ):
+    "Generate `batches`, `streams` at a time; yields each batch, its new token ids and its seconds as soon as it ends."
+    def run(batch, stop=None):
+        start = time.perf_counter()
+        new_ids, _ = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch], stop=stop)
+        return batch, new_ids, time.perf_counter() - start
+    if streams == 1 or len(batches) == 1:
+        for batch in batches: yield run(batch)
+        return
+    stop = threading.Event()
+    with threads_per_stream(streams), ThreadPoolExecutor(streams, thread_name_prefix="tinyscale-batch") as pool:
+        futures = [pool.submit(run, batch, stop) for batch in batches]
+        try:
+            for future in as_completed(futures): yield future.result()
+        finally:  # an error, an interrupt or a closed generator: the running batches end at their next step, unwritten
+            stop.set()
+            for future in futures: future.cancel()
+
 # %% ../nbs/05_generate.ipynb #b95bfdb5
 def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_source`, or loaded by `load_model`
                    prompts:list[Prompt], # the prompts to complete
@@ -496,24 +593,24 @@ def generate_model(model:ModelSource|LoadedModel, # a model resolved by `model_s
     if not missing: return result
     loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
     # Several processes must form the same batches: only a single process measures (the heuristic is the same everywhere)
-    batch_size, result.batch_choice = _run_batch_size(loaded, prompts, configs, settings, measure=take is None)
-    result.batch_size, set_hash = batch_size, set_hash or prompt_set_hash(prompts)
+    result.batch_size, result.streams, result.batch_choice = _run_batch_size(loaded, prompts, configs, settings, measure=take is None)
+    set_hash = set_hash or prompt_set_hash(prompts)
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
     versions = _versions()
-    batches = [batch for batch in form_batches(lengths, batch_size) if not missing.isdisjoint(batch)]
-    for batch in take(batches) if take else batches:
-        start = time.perf_counter()
-        new_ids, _ = generate_batch(loaded, [prompts[i].prompt for i in batch], [configs[i] for i in batch])
-        seconds = time.perf_counter() - start
-        records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions, extra)
-                   for i, row in zip(batch, new_ids) if i in missing]
-        append_completions(path, records)
-        done.update(r.completion_id for r in records)
-        missing.difference_update(batch)
-        result.written += len(records); result.seconds += seconds; result.new_tokens += sum(r.new_tokens for r in records)
-        if bar is not None:
-            bar.update(len(records))
-            bar.set_postfix_str(f"{loaded.name}, {result.new_tokens / result.seconds:.0f} new tokens/s")
+    batches = [batch for batch in form_batches(lengths, result.batch_size) if not missing.isdisjoint(batch)]
+    started = time.perf_counter()
+    with closing(run_batches(loaded, prompts, configs, take(batches) if take else batches, result.streams)) as finished:
+        for batch, new_ids, seconds in finished:  # each batch is written as soon as it ends
+            records = [_completion(loaded, prompts[i], row, configs[i], set_hash, seconds / len(batch), run or path.stem, versions, extra)
+                       for i, row in zip(batch, new_ids) if i in missing]
+            append_completions(path, records)
+            done.update(r.completion_id for r in records)
+            missing.difference_update(batch)
+            result.written += len(records); result.new_tokens += sum(r.new_tokens for r in records)
+            result.seconds = time.perf_counter() - started
+            if bar is not None:
+                bar.update(len(records))
+                bar.set_postfix_str(f"{loaded.name}, {result.new_tokens / result.seconds:.0f} new tokens/s")
     return result
 
 # %% ../nbs/05_generate.ipynb #df2667f0
@@ -597,6 +694,7 @@ class ModelPlan:
     batch_size: int|None
     seconds: float|None # estimated generation time (None: nothing to do, or not measured)
     path: Path          # the run file
+    streams: int = 1    # batches that would run at once
     def __repr__(self):
         time = "" if self.seconds is None else f", about {self.seconds:.0f} s"
         return f"ModelPlan({self.model}: {self.missing} to generate in {self.batches} batches, {self.cached} cached{time})"
@@ -620,14 +718,17 @@ def plan_generation(models=DEFAULT_MODELS, prompts=None, out=None, # as for `gen
         plans.append(plan)
         if not missing: continue
         loaded = model if isinstance(model, LoadedModel) else load_model(source, settings.device, settings.dtype)
-        plan.batch_size = _run_batch_size(loaded, prompts, configs, settings, measure=measure)[0]
+        plan.batch_size, plan.streams, _ = _run_batch_size(loaded, prompts, configs, settings, measure=measure)
         lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in prompts]).input_ids]
         batches = [b for b in form_batches(lengths, plan.batch_size) if not missing.isdisjoint(b)]
-        plan.batches = len(batches)
+        plan.batches, plan.streams = len(batches), min(plan.streams, len(batches))
         if measure:
-            # the longest prompts' batch stands for every batch (shorter prompts step a little faster)
-            first, per_step = _batch_timing(loaded, [prompts[i] for i in batches[0]], [configs[i] for i in batches[0]], repeats=1)
-            plan.seconds = sum(first + per_step * (_new_tokens_cap(settings, max(lengths[i] for i in b)) - 1) for b in batches)
+            # the longest prompts' batch stands for every batch (shorter prompts step a little faster), a round of
+            # `streams` of them at once for each round
+            first, per_step = _batch_timing(loaded, [prompts[i] for i in batches[0]], [configs[i] for i in batches[0]], repeats=1,
+                                            streams=plan.streams)
+            rounds = [batches[i:i + plan.streams] for i in range(0, len(batches), plan.streams)]
+            plan.seconds = sum(first + per_step * (_new_tokens_cap(settings, max(lengths[i] for b in r for i in b)) - 1) for r in rounds)
     return plans
 
 # %% ../nbs/05_generate.ipynb #a874d697
@@ -636,7 +737,8 @@ def _duration(seconds:float)->str: return f"{seconds:.0f} s" if seconds < 120 el
 def _print_plans(plans:list[ModelPlan])->int:
     for p in plans:
         time = f", about {_duration(p.seconds)} (measured)" if p.seconds is not None else ""
-        batches = f" in {p.batches} batches of up to {p.batch_size or p.prompts}" if p.missing else ""
+        at_once = f", {p.streams} at a time" if p.streams > 1 else ""
+        batches = f" in {p.batches} batches of up to {p.batch_size or p.prompts}{at_once}" if p.missing else ""
         print(f"{p.model} ({p.revision[:20]}): {p.prompts} prompts, {p.cached} already there, {p.missing} to generate{batches}{time}")
     total = sum(p.seconds or 0 for p in plans)
     print(f"dry run: nothing generated; {sum(p.missing for p in plans)} completions to generate, about {_duration(total)} in all -> {plans[0].path}")
@@ -652,7 +754,8 @@ def _generate_command(args)->int:
                        args.limit, args.run, progress=not args.no_progress)
     for r in results:
         speed = f", {r.new_tokens / r.seconds:.0f} new tokens/s" if r.seconds else ""
-        batches = f", batches of {r.batch_size} ({r.batch_choice})" if r.batch_size else ""
+        at_once = f", {r.streams} at a time" if r.streams > 1 else ""
+        batches = f", batches of {r.batch_size} ({r.batch_choice}{at_once})" if r.batch_size else ""
         print(f"{r.model} ({r.revision[:20]}): {r.written} written, {r.cached} already there{speed}{batches} -> {r.path}")
     return 0
 
@@ -661,6 +764,7 @@ def add_generation_options(parser):
     parser.add_argument("--prompts", help="prompt CSV (default: data/prompts.csv)")
     parser.add_argument("--preset", default="default", choices=list(PRESETS), help="generation settings (default: default)")
     parser.add_argument("--batch-size", type=int, help="prompts per batch (default: chosen per model and device, measured once and cached; not with --preset seed)")
+    parser.add_argument("--streams", type=int, help="batches generated at once on a CPU, each on its share of the threads (default: measured with the batch size; 1 with --batch-size)")
     parser.add_argument("--device", default="auto", choices=list(DEVICES), help="default: auto (cuda > mps > cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="default: float32 (bfloat16 can change outputs)")
     parser.add_argument("--max-new-tokens", type=int, help="override the preset's maximum of new tokens (recorded in the settings)")

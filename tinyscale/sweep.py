@@ -434,7 +434,7 @@ def add_selection_options(parser)->None:
 
 def plan_from_args(args, device:str|None=None)->SweepPlan:
     "The plan of parsed `tinyscale sweep` (or `probe`) arguments."
-    settings = GenerationSettings(args.preset, args.batch_size, device or args.device, args.dtype, args.max_new_tokens)
+    settings = GenerationSettings(args.preset, args.batch_size, device or args.device, args.dtype, args.max_new_tokens, args.streams)
     steps = parse_steps(args.steps) if args.steps is not None else None
     return plan_sweep(args.runs, args.prompts, args.completions, settings, args.checkpoints, args.every, steps,
                       args.tokens_per_step, args.limit, args.sweeps)
