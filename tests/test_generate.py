@@ -273,19 +273,20 @@ def test_the_batch_size_changes_no_completion_and_enters_no_config(tiny, prompt_
 def test_the_default_batch_size_is_measured_once_and_cached(tiny, tmp_path, monkeypatch):
     import tinyscale.generate as generation
     monkeypatch.setenv("TINYSCALE_CACHE", str(tmp_path/"cache"))
-    timed, calls = generation._batch_timing, []
-    monkeypatch.setattr(generation, "_batch_timing", lambda *args, **kwargs: calls.append(1) or timed(*args, **kwargs))
+    timed, calls = generation._batch_timings, []
+    monkeypatch.setattr(generation, "_batch_timings", lambda loaded, runs, **kwargs: calls.append(sorted(runs)) or timed(loaded, runs, **kwargs))
     prompts = load_prompts()[:generation.PROBE_MIN_PROMPTS]
     first, = generate([tiny], prompts, tmp_path/"first", max_new_tokens=6, progress=False)
     probes = len(calls)
     again, = generate([tiny], prompts, tmp_path/"again", max_new_tokens=6, progress=False)
-    assert first.batch_choice == again.batch_choice == "measured" and probes >= 2 and len(calls) == probes  # no second probe
+    assert first.batch_choice == again.batch_choice == "measured" and probes == 1 and len(calls) == probes  # no second probe
     assert (again.batch_size, again.streams) == (first.batch_size, first.streams) and first.batch_size in (4, 8, 16)
     assert first.streams in generation.stream_choices("cpu") and first.batch_size * first.streams <= 16
     cache = json.loads((tmp_path/"cache"/"batch-size.json").read_text())
     # one batch at a time at half and all of the heuristic's 16; several at once at an equal share of the 16 prompts
     at_once = {f"{16 // n}x{n}" for n in generation.stream_choices("cpu") if n > 1}
     assert list(cache) == [generation.batch_shape_key(tiny)] and set(cache[generation.batch_shape_key(tiny)]) == {"8", "16"} | at_once
+    assert calls[0] == sorted(cache[generation.batch_shape_key(tiny)])  # every candidate timed in one interleaved probe
     assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"first")} == \
            {r["completion_id"]: r["completion"] for r in records(tmp_path/"again")}
     given, = generate([tiny], prompts, tmp_path/"given", max_new_tokens=6, batch_size=5, progress=False)

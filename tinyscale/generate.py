@@ -26,7 +26,7 @@ from .completions import Completion, append_completions, completion_id, completi
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
            'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_TOLERANCE',
-           'PROBE_MIN_PROMPTS', 'STREAM_CHOICES', 'check_preset', 'completion_config', 'form_batches',
+           'PROBE_MIN_PROMPTS', 'PROBE_REPEATS', 'STREAM_CHOICES', 'check_preset', 'completion_config', 'form_batches',
            'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'BatchStopped', 'generate_batch',
            'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation',
            'existing_completion_ids', 'read_generation_prompts', 'row_flops', 'heuristic_batch_size',
@@ -341,24 +341,35 @@ def _run_at_once(work, streams:int)->list:
     with threads_per_stream(streams), ThreadPoolExecutor(streams) as pool:
         return [f.result() for f in [pool.submit(work) for _ in range(streams)]]
 
+def _batch_timings(loaded:LoadedModel, runs:dict, # key: (texts, configs, streams) of a batch to time, `streams` copies at once
+                   steps:tuple=(2, 10),
+                   repeats:int=2, # each short run is timed this often and the fastest kept: a competing process only ever slows a run down
+                  )->dict:
+    "Seconds of each batch's first step (prompt included) and of each further step, from short runs of it; the runs are interleaved, so that a busy spell of the machine slows every candidate alike."
+    seconds = {key: {n: math.inf for n in steps} for key in runs}
+    texts, configs, _ = next(iter(runs.values()))
+    generate_batch(loaded, texts[:1], configs[:1], steps=1)  # warm up kernels and allocations
+    for _ in range(repeats):
+        for key, (texts, configs, streams) in runs.items():
+            for n in steps:  # the real settings, stopped after n steps: the beam search's buffers and the cache keep their full size
+                _synchronize(loaded.device)
+                start = time.perf_counter()
+                _run_at_once(lambda: generate_batch(loaded, texts, configs, steps=n), streams)
+                _synchronize(loaded.device)
+                seconds[key][n] = min(seconds[key][n], time.perf_counter() - start)
+    timings = {}
+    for key, timed in seconds.items():
+        per_step = max(timed[steps[1]] - timed[steps[0]], 0) / (steps[1] - steps[0])
+        timings[key] = (max(timed[steps[0]] - (steps[0] - 1) * per_step, 0), per_step)
+    return timings
+
 def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10),
-                  repeats:int=2, # each short run is timed this often and the fastest kept: a competing process only ever slows a run down
+                  repeats:int=2, # each short run is timed this often and the fastest kept
                   streams:int=1, # copies of the batch run at once, each in its own thread: the cost of one round of `streams` batches
                  )->tuple[float, float]:
     "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
-    texts, seconds = [p if isinstance(p, str) else p.prompt for p in prompts], []
-    generate_batch(loaded, texts[:1], configs[:1], steps=1)  # warm up kernels and allocations
-    for n in steps:  # the real settings, stopped after n steps: the beam search's buffers and the cache keep their full size
-        timed = []
-        for _ in range(repeats):
-            _synchronize(loaded.device)
-            start = time.perf_counter()
-            _run_at_once(lambda: generate_batch(loaded, texts, configs, steps=n), streams)
-            _synchronize(loaded.device)
-            timed.append(time.perf_counter() - start)
-        seconds.append(min(timed))
-    per_step = max(seconds[1] - seconds[0], 0) / (steps[1] - steps[0])
-    return max(seconds[0] - (steps[0] - 1) * per_step, 0), per_step
+    texts = [p if isinstance(p, str) else p.prompt for p in prompts]
+    return _batch_timings(loaded, {0: (texts, configs, streams)}, steps, repeats)[0]
 
 def _synchronize(device:str):
     if device == "cuda": torch.cuda.synchronize()
@@ -406,6 +417,7 @@ class Batching(NamedTuple):
 
 PROBE_TOLERANCE = 0.1  # estimates this close count as equal (timings on a shared CPU vary)
 PROBE_MIN_PROMPTS = 16  # fewer prompts: the heuristic alone (a probe would cost more than it saves)
+PROBE_REPEATS = 3  # rounds of the probe's short runs: each candidate's fastest is kept
 STREAM_CHOICES = (1, 2, 4)  # batches at once that a CPU probe tries (at most one per CPU thread)
 
 def stream_choices(device:str)->tuple[int, ...]:
@@ -432,10 +444,10 @@ def batch_size_for(loaded:LoadedModel, # from `load_model`
     path, key = batch_size_cache_path(), batch_shape_key(loaded)
     timings = _read_timings(path).get(key, {})
     order = form_batches(lengths, None)[0]  # longest first: each candidate is timed on the longest prompts
-    for size, n in candidates:
-        if _timing_key(size, n) in timings: continue
-        batch = order[:size]
-        timings[_timing_key(size, n)] = _batch_timing(loaded, [texts[i] for i in batch], [configs[i] for i in batch], streams=n)
+    runs = {_timing_key(size, n): ([texts[i] for i in order[:size]], [configs[i] for i in order[:size]], n)
+            for size, n in candidates if _timing_key(size, n) not in timings}
+    if runs:
+        timings.update(_batch_timings(loaded, runs, repeats=PROBE_REPEATS))
         _write_timings(path, {**_read_timings(path), key: timings})
     estimates = {(s, n): _estimate(timings, s, len(texts), steps, n) for s, n in candidates}
     # Within the probe's noise, fewer batches at once, then fewer and larger batches: never slower than one batch of
