@@ -25,15 +25,15 @@ from .completions import Completion, append_completions, completion_id, completi
 
 # %% auto #0
 __all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_TOLERANCE',
-           'PROBE_MIN_PROMPTS', 'PROBE_REPEATS', 'STREAM_CHOICES', 'check_preset', 'completion_config', 'form_batches',
-           'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache', 'beam_cache', 'BatchStopped', 'generate_batch',
-           'eos_loving', 'trim_padding', 'starts_new_story', 'completion_flags', 'decode_continuation',
-           'existing_completion_ids', 'read_generation_prompts', 'row_flops', 'heuristic_batch_size',
-           'threads_per_stream', 'batch_size_cache_path', 'batch_shape_key', 'Batching', 'stream_choices',
-           'batch_size_for', 'ModelRun', 'GenerationSettings', 'run_batches', 'generate_model', 'prepare_generation',
-           'check_run_name', 'run_lock', 'generate', 'ModelPlan', 'plan_generation', 'add_generation_options',
-           'add_cli']
+           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_STEPS',
+           'PROBE_MAX_REPEATS', 'PROBE_TOLERANCE', 'PROBE_MIN_PROMPTS', 'PROBE_SECONDS', 'STREAM_CHOICES',
+           'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache',
+           'beam_cache', 'BatchStopped', 'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story',
+           'completion_flags', 'decode_continuation', 'existing_completion_ids', 'read_generation_prompts', 'row_flops',
+           'heuristic_batch_size', 'threads_per_stream', 'batch_size_cache_path', 'batch_shape_key', 'Batching',
+           'stream_choices', 'batch_size_for', 'ModelRun', 'GenerationSettings', 'run_batches', 'generate_model',
+           'prepare_generation', 'check_run_name', 'run_lock', 'generate', 'ModelPlan', 'plan_generation',
+           'add_generation_options', 'add_cli']
 
 # %% ../nbs/05_generate.ipynb #8b3663ae
 DEFAULT_MODELS = ("roneneldan/TinyStories-1M", "roneneldan/TinyStories-8M", "roneneldan/TinyStories-28M")
@@ -192,6 +192,14 @@ class _StopAfter(StoppingCriteria):
     def __call__(self, input_ids, scores, **kwargs):
         return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.length, dtype=torch.bool, device=input_ids.device)
 
+class _StepClock(StoppingCriteria):
+    "Appends the time at which each step ends to `times` (for timing a batch); stops nothing."
+    def __init__(self, times:list, device:str): self.times, self.device = times, device
+    def __call__(self, input_ids, scores, **kwargs):
+        _synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
 @torch.inference_mode()
 def generate_batch(loaded:LoadedModel, # from `load_model`
                    texts:list[str], # prompts
@@ -199,6 +207,7 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
                    use_beam_cache:bool=True, # `BeamCache` where it applies (same tokens, less copying)
                    stop:threading.Event|None=None, # once set, the batch ends at its next step and raises `BatchStopped`
                    steps:int|None=None, # end after this many new tokens (for timing a batch: its buffers keep their full size)
+                   step_times:list|None=None, # if given, the time at which each step ends is appended to it
                   )->tuple[list[list[int]], int]:
     "Generated token ids after the padded input width for each prompt of one batch, and that width."
     tokenizer, settings = loaded.tokenizer, _shared_settings(configs)
@@ -212,7 +221,8 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
     capacity = width + settings["max_new_tokens"] if "max_new_tokens" in settings else settings["max_length"]
     cache = beam_cache(loaded.model, settings["num_beams"], capacity, width) if use_beam_cache else None
     extra = {_cache_keyword(loaded.model): cache} if cache is not None else {}
-    criteria = ([_StopWhenSet(stop)] if stop is not None else []) + ([_StopAfter(width + steps)] if steps else [])
+    criteria = ([_StopWhenSet(stop)] if stop is not None else []) + ([_StopAfter(width + steps)] if steps else []) + \
+               ([_StepClock(step_times, loaded.device)] if step_times is not None else [])
     if criteria: extra["stopping_criteria"] = StoppingCriteriaList(criteria)
     output = loaded.model.generate(**encoded, generation_config=generation_config, logits_processor=processors, **extra)
     if stop is not None and stop.is_set(): raise BatchStopped("the run is stopping: this batch's tokens are incomplete")
@@ -341,33 +351,40 @@ def _run_at_once(work, streams:int)->list:
     with threads_per_stream(streams), ThreadPoolExecutor(streams) as pool:
         return [f.result() for f in [pool.submit(work) for _ in range(streams)]]
 
+PROBE_STEPS = 6  # steps of each short timed run: the first (the prompt's) and five more
+PROBE_MAX_REPEATS = 5
+
+def _timed_round(loaded:LoadedModel, texts:list[str], configs:list[dict], streams:int, steps:int=PROBE_STEPS)->tuple[float, float]:
+    "Seconds to the end of the first step, and per further step, of `streams` copies of a batch run at once (the slowest copy's)."
+    def one():
+        times, start = [], time.perf_counter()
+        generate_batch(loaded, texts, configs, steps=steps, step_times=times)
+        return times[0] - start, (times[-1] - times[0]) / max(len(times) - 1, 1)
+    _synchronize(loaded.device)
+    rounds = _run_at_once(one, streams)
+    return max(first for first, _ in rounds), max(per_step for _, per_step in rounds)
+
 def _batch_timings(loaded:LoadedModel, runs:dict, # key: (texts, configs, streams) of a batch to time, `streams` copies at once
-                   steps:tuple=(2, 10),
+                   steps:int=PROBE_STEPS, # steps of each timed run (the real settings, stopped early: buffers keep their full size)
                    repeats:int=2, # each short run is timed this often and the fastest kept: a competing process only ever slows a run down
+                   seconds:float=0, # then more rounds (up to `PROBE_MAX_REPEATS`) while the probe has taken less than this
                   )->dict:
     "Seconds of each batch's first step (prompt included) and of each further step, from short runs of it; the runs are interleaved, so that a busy spell of the machine slows every candidate alike."
-    seconds = {key: {n: math.inf for n in steps} for key in runs}
     texts, configs, _ = next(iter(runs.values()))
     generate_batch(loaded, texts[:1], configs[:1], steps=1)  # warm up kernels and allocations
-    for _ in range(repeats):
+    timings, start, done = {key: (math.inf, math.inf) for key in runs}, time.perf_counter(), 0
+    while done < repeats or (done < PROBE_MAX_REPEATS and time.perf_counter() - start < seconds):
+        done += 1
         for key, (texts, configs, streams) in runs.items():
-            for n in steps:  # the real settings, stopped after n steps: the beam search's buffers and the cache keep their full size
-                _synchronize(loaded.device)
-                start = time.perf_counter()
-                _run_at_once(lambda: generate_batch(loaded, texts, configs, steps=n), streams)
-                _synchronize(loaded.device)
-                seconds[key][n] = min(seconds[key][n], time.perf_counter() - start)
-    timings = {}
-    for key, timed in seconds.items():
-        per_step = max(timed[steps[1]] - timed[steps[0]], 0) / (steps[1] - steps[0])
-        timings[key] = (max(timed[steps[0]] - (steps[0] - 1) * per_step, 0), per_step)
+            first, per_step = _timed_round(loaded, texts, configs, streams, steps)
+            timings[key] = (min(timings[key][0], first), min(timings[key][1], per_step))
     return timings
 
-def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:tuple=(2, 10),
+def _batch_timing(loaded:LoadedModel, prompts:list[Prompt]|list[str], configs:list[dict], steps:int=PROBE_STEPS,
                   repeats:int=2, # each short run is timed this often and the fastest kept
                   streams:int=1, # copies of the batch run at once, each in its own thread: the cost of one round of `streams` batches
                  )->tuple[float, float]:
-    "Seconds of one batch's first step (prompt included) and of each further step, from two short runs of it."
+    "Seconds of one batch's first step (prompt included) and of each further step, from short runs of it."
     texts = [p if isinstance(p, str) else p.prompt for p in prompts]
     return _batch_timings(loaded, {0: (texts, configs, streams)}, steps, repeats)[0]
 
@@ -385,7 +402,7 @@ def batch_shape_key(loaded:LoadedModel)->str:
     heads = getattr(c, "num_heads", None) or c.num_attention_heads
     device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
     return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
-            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 2")  # 2: timed at full buffer sizes
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 3")  # 3: timed step by step at full buffer sizes
 
 def _read_timings(path:Path)->dict:
     try: return json.loads(path.read_text())
@@ -417,7 +434,7 @@ class Batching(NamedTuple):
 
 PROBE_TOLERANCE = 0.1  # estimates this close count as equal (timings on a shared CPU vary)
 PROBE_MIN_PROMPTS = 16  # fewer prompts: the heuristic alone (a probe would cost more than it saves)
-PROBE_REPEATS = 3  # rounds of the probe's short runs: each candidate's fastest is kept
+PROBE_SECONDS = 20  # two rounds of the probe's short runs, and more while under 20 s (each candidate's fastest kept)
 STREAM_CHOICES = (1, 2, 4)  # batches at once that a CPU probe tries (at most one per CPU thread)
 
 def stream_choices(device:str)->tuple[int, ...]:
@@ -447,7 +464,7 @@ def batch_size_for(loaded:LoadedModel, # from `load_model`
     runs = {_timing_key(size, n): ([texts[i] for i in order[:size]], [configs[i] for i in order[:size]], n)
             for size, n in candidates if _timing_key(size, n) not in timings}
     if runs:
-        timings.update(_batch_timings(loaded, runs, repeats=PROBE_REPEATS))
+        timings.update(_batch_timings(loaded, runs, seconds=PROBE_SECONDS))
         _write_timings(path, {**_read_timings(path), key: timings})
     estimates = {(s, n): _estimate(timings, s, len(texts), steps, n) for s, n in candidates}
     # Within the probe's noise, fewer batches at once, then fewer and larger batches: never slower than one batch of
