@@ -53,6 +53,15 @@ def records(folder):
     return [r for path in sorted(Path(folder).glob("*.jsonl")) for r in read_jsonl(path)]
 
 
+def wait_for_a_batch(process, out, seconds=240):
+    "Return once a running `tinyscale generate` has a completion in `out`; fail if it ends first or takes too long."
+    deadline = time.monotonic() + seconds
+    while not (out.exists() and existing_completion_ids(out)):
+        assert process.poll() is None, "the run ended before its first batch was on disk"
+        assert time.monotonic() < deadline, f"no batch on disk after {seconds} s"
+        time.sleep(0.02)
+
+
 def test_command_line_writes_the_completions_table(cli_process, fixture_models, prompt_file, tmp_path):
     out = tmp_path/"completions"
     done = cli_process(*cli_args("--model", str(fixture_models), "--prompts", str(prompt_file), "--out", str(out)))
@@ -133,11 +142,7 @@ def test_resume_after_a_killed_run(cli_process, fixture_models, tmp_path):
     process = subprocess.Popen(tinyscale_command(*args), env=offline_environment(tmp_path), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while not (out.exists() and existing_completion_ids(out)):
-            assert process.poll() is None, "the run ended before its first batch was on disk"
-            assert time.monotonic() < deadline, "no batch on disk after 240 s"
-            time.sleep(0.02)
+        wait_for_a_batch(process, out)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -340,7 +345,7 @@ def test_a_failing_batch_among_several_at_once_loses_nothing_written(tiny, promp
     assert {r["completion_id"]: r["completion"] for r in records(tmp_path/"out")} == reference
 
 
-def test_an_interrupted_run_with_several_batches_at_once_stops_soon_and_resumes(cli_process, fixture_models, tmp_path):
+def test_an_interrupted_run_with_several_batches_at_once_stops_and_resumes(cli_process, fixture_models, tmp_path):
     "Ctrl-C while two batches run: the command stops, writes only whole batches (none cut short), and a rerun completes the rest."
     prompts = load_prompts()[:12]
     prompt_file = write_prompts(tmp_path/"prompts.csv", [(p.id, p.category, p.prompt, p.expected, p.source_id) for p in prompts])
@@ -350,11 +355,7 @@ def test_an_interrupted_run_with_several_batches_at_once_stops_soon_and_resumes(
     process = subprocess.Popen(tinyscale_command(*args), env=offline_environment(tmp_path), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while not (out.exists() and existing_completion_ids(out)):
-            assert process.poll() is None, "the run ended before its first batch was on disk"
-            assert time.monotonic() < deadline, "no batch on disk after 240 s"
-            time.sleep(0.02)
+        wait_for_a_batch(process, out)
         process.send_signal(signal.SIGINT)
         status = process.wait(timeout=120)
     finally:
