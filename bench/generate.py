@@ -5,6 +5,7 @@
     python bench/generate.py --size 8M            # any TinyStories shape (1M 3M 8M 28M 33M) or Llama-5M, Llama-25M
     python bench/generate.py --sizes 1M,8M,28M,Llama-5M,Llama-25M   # one block and one last line per size
     python bench/generate.py --device cuda [--dtype bfloat16]       # the same on a GPU (bf16 matched against fp32)
+    python bench/generate.py --skip-loop --skip-seed                # (c) alone: its speed and share of the peak, no ratios
 
 (a) loop: one prompt at a time; (b) seed: all prompts in one left-padded batch (how the published
 baseline was generated); both call `model.generate` with transformers' own cache, as a plain script
@@ -16,7 +17,8 @@ the probe's time is printed, not counted) unless `--batch-size` / `--streams` ar
 
 Figures are ratios measured in this run (identical runs on a shared CPU vary up to 2x in time).
 Achieved GFLOP/s counts the model FLOPs each strategy executed (every row of every forward pass,
-padding and all 5 beams included): the matrix products of the layers and the output layer, and
+padding and all 5 beams included; (c) runs each prompt's positions but the last once per prompt,
+not once per beam, and counts them so): the matrix products of the layers and the output layer, and
 attention's two products over the whole cached context. The peak is the best fp32 matmul rate
 (square matrices, 1024-2048) measured in the same run, before and after the three strategies (the
 better of the two: on a shared CPU either can be depressed). When (c) reaches less than 40% of
@@ -110,14 +112,20 @@ def load_average():
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def forward_flops(config, rows, width, steps):
-    "Model FLOPs of a beam-search generate call: a prefill of `width` tokens then `steps - 1` one-token steps."
+def forward_flops(config, rows, width, steps, prompt_rows=None):
+    """Model FLOPs of a beam-search generate call: a prefill of `width` tokens then `steps - 1` one-token steps.
+    With `prompt_rows` (tinyscale's `BeamCache.fill_prompts`), the first `width - 1` positions run once per prompt
+    (`prompt_rows` rows, no output layer) and only the last position once per beam."""
     h, vocab = config.hidden_size, config.vocab_size
     layers = getattr(config, "num_layers", None) or config.num_hidden_layers
     mlp = 3 if config.model_type == "llama" else 2  # Llama's MLP has a gate; GPT-Neo's only in and out
     per_token = 2 * layers * (4 * h * h + mlp * h * (config.intermediate_size or 4 * h))  # q, k, v, out; the MLP
     attention = lambda context: 2 * 2 * layers * h * context                 # scores and weighted values
-    prefill = rows * (width * per_token + sum(attention(c) for c in range(1, width + 1)) + 2 * h * vocab)
+    if prompt_rows is None:
+        prefill = rows * (width * per_token + sum(attention(c) for c in range(1, width + 1)) + 2 * h * vocab)
+    else:
+        prefill = (prompt_rows * ((width - 1) * per_token + sum(attention(c) for c in range(1, width)))
+                   + rows * (per_token + attention(width) + 2 * h * vocab))
     decode = sum(rows * (per_token + attention(width + s) + 2 * h * vocab) for s in range(1, steps))
     return prefill + decode
 
@@ -165,7 +173,8 @@ def run_tinyscale(loaded, prompts, max_new_tokens, batch_size, streams=1):
     flops = 0
     for batch in form_batches(lengths, batch_size):
         steps = max(new_tokens[prompts[i].id] for i in batch)
-        flops += forward_flops(loaded.model.config, len(batch) * completion_config()["num_beams"], max(lengths[i] for i in batch), steps)
+        flops += forward_flops(loaded.model.config, len(batch) * completion_config()["num_beams"], max(lengths[i] for i in batch), steps,
+                               prompt_rows=len(batch))
     return texts, run.new_tokens, seconds, flops
 
 
@@ -227,6 +236,7 @@ def parse_args(argv=None):
                         help="default: float32; bfloat16 also runs (c) in float32 and reports how many outputs match")
     parser.add_argument("--models-dir", help="where to write (or find) the fixture models (default: a temporary folder)")
     parser.add_argument("--skip-loop", action="store_true", help="skip strategy (a), the slowest")
+    parser.add_argument("--skip-seed", action="store_true", help="skip strategy (b) (on the larger shapes it takes several times (c))")
     args = parser.parse_args(argv)
     known = [*TINYSTORIES_SHAPES, *LLAMA_SHAPES]
     args.size_list = args.sizes.split(",") if args.sizes else [args.size or ("1M" if args.quick else "28M")]
@@ -265,7 +275,7 @@ def bench_size(args, size, prompts, models_dir):
             "a": lambda: run_batches(loaded, prompts, configs, [[i] for i in range(len(prompts))])}
     results, speed = {}, {}
     for key, run in runs.items():
-        if key == "a" and args.skip_loop: continue
+        if (key == "a" and args.skip_loop) or (key == "b" and args.skip_seed): continue
         results[key] = texts, new_tokens, seconds, flops = run()
         speed[key] = new_tokens / seconds
         print(f"{names[key]:34s} {new_tokens:7d} new tokens {seconds:8.1f} s {speed[key]:8.1f} new tokens/s "
@@ -284,7 +294,7 @@ def bench_size(args, size, prompts, models_dir):
               f"{rows} prompts goes ({wall:.1f} s{alone}, profiled):")
         for group, seconds in sorted(groups, key=lambda group: -group[1]):
             print(f"  {seconds / wall:4.0%}  {group}")
-    match = lambda other: sum(results["c"][0][i] == results[other][0][i] for i in range(len(prompts)))
+    match = lambda other: sum(results["c"][0][i] == results[other][0][i] for i in range(len(prompts))) if other in results else 0
     if args.dtype != "float32":
         reference = load_model(folder, device=args.device, dtype="float32")
         texts = run_tinyscale(reference, prompts, max_new_tokens, batch_size, streams)[0]
@@ -292,10 +302,11 @@ def bench_size(args, size, prompts, models_dir):
               f"/{len(prompts)} outputs equal")
     report_differences(loaded, prompts, results, names)
     loop = f"{speed['c'] / speed['a']:.2f}" if "a" in speed else "nan"
+    seed = f"{speed['c'] / speed['b']:.2f}" if "b" in speed else "nan"
     loop_match = f"{match('a')}/{len(prompts)}" if "a" in results else "0/0"
-    print(f"c/a = {loop}x   c/b = {speed['c'] / speed['b']:.2f}x   outputs of c matching a: {loop_match}, "
-          f"matching b: {match('b')}/{len(prompts)}")
-    line = (f"speedup_vs_loop={loop} speedup_vs_seed={speed['c'] / speed['b']:.2f} matmul_peak_fraction={fraction:.3f} "
+    seed_match = f"{match('b')}/{len(prompts)}" if "b" in results else "0/0"
+    print(f"c/a = {loop}x   c/b = {seed}x   outputs of c matching a: {loop_match}, matching b: {seed_match}")
+    line = (f"speedup_vs_loop={loop} speedup_vs_seed={seed} matmul_peak_fraction={fraction:.3f} "
             f"outputs_match_loop={loop_match}")
     print(f"load average now: {load_average()}")
     print(line, flush=True)
@@ -319,9 +330,9 @@ def main(argv=None):
     if len(rows) > 1:
         print(f"\n| size | parameters | batch size | (c) new tokens/s | c/a | c/b | share of peak |\n|---|---|---|---|---|---|---|")
         for r in rows:
-            loop = f"{r['speed']['c'] / r['speed']['a']:.2f}" if "a" in r["speed"] else "-"
+            loop, seed = (f"{r['speed']['c'] / r['speed'][k]:.2f}" if k in r["speed"] else "-" for k in "ab")
             print(f"| {r['size']} | {r['params']:,} | {r['batch_size']} x{r['streams']} ({r['how']}) | {r['speed']['c']:.1f} | {loop} | "
-                  f"{r['speed']['c'] / r['speed']['b']:.2f} | {r['fraction']:.0%} |")
+                  f"{seed} | {r['fraction']:.0%} |")
         for r in rows: print(f"size={r['size']} {r['line']}")
 
 

@@ -155,6 +155,26 @@ class BeamCache(Cache):
                 self._scratch = layers[0]._keys.new_empty(max(layers[0]._keys.numel(), layers[0]._values.numel()))
             for layer in layers: layer.move_rows(targets, sources, start, self._scratch)
         self.origin[:, :length] = self.origin[beam_idx, :length]
+    def fill_prompts(self, model, # the causal LM that will generate from this cache
+                     input_ids, attention_mask, # the left-padded prompts, one row per prompt (not per beam)
+                     num_beams:int):
+        "Run the prompts' positions but the last once per prompt (not once per beam) and give each beam a copy."
+        width = input_ids.shape[1]
+        if width < 2: return self
+        # the positions and mask `generate` would use: ids count from each prompt's first real token
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        mask = None if bool((attention_mask == 1).all()) else attention_mask[:, :-1]
+        prompts = DynamicCache(config=model.config)
+        model.base_model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions[:, :-1],
+                         use_cache=True, **{_cache_keyword(model.base_model): prompts})
+        for layer, filled in zip(self.layers, prompts.layers):
+            keys, values = filled.keys, filled.values
+            layer.lazy_initialization(keys.new_empty(len(keys) * num_beams, *keys.shape[1:]),
+                                      values.new_empty(len(values) * num_beams, *values.shape[1:]))
+            for buffer, states in ((layer._keys, keys), (layer._values, values)):  # beams of a prompt are adjacent rows
+                buffer[:, :, :width - 1].view(len(states), num_beams, *states.shape[1:]).copy_(states[:, None])
+            layer.keys, layer.values = layer._keys[:, :, :width - 1], layer._values[:, :, :width - 1]
+        return self
 
 # %% ../nbs/05_generate.ipynb #78aa37ac
 def beam_cache(model, # a transformers causal LM
@@ -220,6 +240,7 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
                                      if any(minimums) else [])
     capacity = width + settings["max_new_tokens"] if "max_new_tokens" in settings else settings["max_length"]
     cache = beam_cache(loaded.model, settings["num_beams"], capacity, width) if use_beam_cache else None
+    if cache is not None: cache.fill_prompts(loaded.model, encoded.input_ids, encoded.attention_mask, settings["num_beams"])
     extra = {_cache_keyword(loaded.model): cache} if cache is not None else {}
     criteria = ([_StopWhenSet(stop)] if stop is not None else []) + ([_StopAfter(width + steps)] if steps else []) + \
                ([_StepClock(step_times, loaded.device)] if step_times is not None else [])
@@ -402,7 +423,7 @@ def batch_shape_key(loaded:LoadedModel)->str:
     heads = getattr(c, "num_heads", None) or c.num_attention_heads
     device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
     return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
-            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 3")  # 3: timed step by step at full buffer sizes
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 4")  # 3: timed step by step at full buffer sizes; 4: prompts read once per prompt
 
 def _read_timings(path:Path)->dict:
     try: return json.loads(path.read_text())
