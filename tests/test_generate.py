@@ -132,6 +132,18 @@ def test_beam_cache_changes_no_token(tiny):
     assert generate_batch(tiny, texts[:3], seed) == generate_batch(tiny, texts[:3], seed, use_beam_cache=False)
 
 
+def test_beam_cache_changes_no_token_on_a_trained_model(fixture_run):
+    """On a trained tiny Llama whose stories end with end-of-text: prompts read once per prompt (`fill_prompts`), prompts
+    finishing at different steps, left padding, a minimum length per category; the same ids as transformers' own cache."""
+    model = load_model(fixture_run/"checkpoint-120", device="cpu")
+    texts, configs = [p[2] for p in PROMPTS], [completion_config("default", p[1], max_new_tokens=96) for p in PROMPTS]
+    ours, width = generate_batch(model, texts, configs)
+    assert (ours, width) == generate_batch(model, texts, configs, use_beam_cache=False)
+    eos = model.tokenizer.eos_token_id
+    ends = {ids.index(eos) for ids in ours if eos in ids}
+    assert len(ends) > 1, f"the trained model should end stories at different steps before 96 new tokens: {ends}"
+
+
 def test_resume_after_a_killed_run(cli_process, fixture_models, tmp_path):
     "A run killed with SIGKILL after its first batch resumes without duplicates, and ends as a clean run would."
     prompts = load_prompts()[:16]
