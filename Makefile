@@ -47,8 +47,11 @@ readme: setup
 lint: setup
 	$(BIN)/ruff check --select F tinyscale/
 
+# The notebooks' examples write fixture models to temporary folders: they go to one folder, removed afterwards
 nbtest: setup
-	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/nbdev-test --n-workers 2
+	@scratch=$$(mktemp -d) && echo "HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TMPDIR=$$scratch $(BIN)/nbdev-test --n-workers 2" && \
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TMPDIR=$$scratch $(BIN)/nbdev-test --n-workers 2; \
+	status=$$?; rm -rf "$$scratch"; exit $$status
 
 pytest: setup
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
