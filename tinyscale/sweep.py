@@ -19,7 +19,7 @@ from .core import TinyscaleError, add_options, atomic_write_text, config_hash, p
 from .completions import COMPLETION_FIELDS, Completion, completion_id, completions_dir, load_completions
 from .models import ModelSource, load_model, pick_device
 from .prompts import prompt_set_hash
-from .generate import (GenerationSettings, _run_batch_size, add_generation_options, existing_completion_ids, form_batches, generate_batch,
+from .generate import (GenerationSettings, _run_at_once, _run_batch_size, add_generation_options, existing_completion_ids, form_batches, generate_batch,
                                 generate_model, read_generation_prompts)
 from .runs import Checkpoint, TrainingRun, checkpoint_hash, find_run, parse_steps, select_checkpoints
 
@@ -262,8 +262,10 @@ class Measurement:
     load: float           # seconds to load the checkpoint
     prefill: float        # seconds to read a batch's prompts
     per_token: float      # seconds per new token of a batch
+    streams: int = 1      # batches run at once (each in its own thread, on a CPU): the timings are of such a round
     def __repr__(self):
-        return (f"load {self.load:.2f} s; a batch of {self.prompts} prompts: {self.prefill:.3f} s to read the prompts, "
+        at_once = f"{self.streams} batches of {self.prompts} prompts at once" if self.streams > 1 else f"a batch of {self.prompts} prompts"
+        return (f"load {self.load:.2f} s; {at_once}: {self.prefill:.3f} s to read the prompts, "
                 f"{self.per_token * 1000:.1f} ms a new token ({self.device}, {self.dtype})")
 
 def _token_budget(config:dict, width:int)->int:
@@ -275,29 +277,31 @@ def _steps_config(config:dict, tokens:int)->dict:
     config = {k: v for k, v in config.items() if k not in ("max_length", "min_length")}
     return {**config, "max_new_tokens": tokens, "min_new_tokens": tokens}
 
-def _owed_batches(loaded, plan:SweepPlan, item:SweepItem)->tuple[list, list]:
-    "The batches of `item` that hold a missing prompt, and each prompt's token length."
+def _owed_batches(loaded, plan:SweepPlan, item:SweepItem)->tuple[list, list, int]:
+    "The batches of `item` that hold a missing prompt, each prompt's token length, and how many batches run at once."
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in plan.prompts]).input_ids]
     missing = set(item.missing(plan.done))
     configs = [plan.settings.config(p.category) for p in plan.prompts]
-    size = _run_batch_size(loaded, plan.prompts, configs, plan.settings)[0]  # the batches generate_model will run
-    return [b for b in form_batches(lengths, size) if missing & set(b)], lengths
+    size, streams, _ = _run_batch_size(loaded, plan.prompts, configs, plan.settings)  # the batches generate_model will run
+    batches = [b for b in form_batches(lengths, size) if missing & set(b)]
+    return batches, lengths, max(1, min(streams, len(batches)))
 
 def measure(plan:SweepPlan, item:SweepItem)->tuple[Measurement, object]:
-    "Time loading `item`'s checkpoint and its longest owed batch at 1 and 9 new tokens; returns the measurement and the model."
+    "Time loading `item`'s checkpoint and its longest owed batch at 1 and 9 new tokens (as many copies at once as `generate` runs batches at once); returns the measurement and the model."
     load_model(item.source, plan.settings.device, plan.settings.dtype)  # the first load also imports the model's code
     started = time.perf_counter()
     loaded = load_model(item.source, plan.settings.device, plan.settings.dtype)
     load = time.perf_counter() - started
-    batch = _owed_batches(loaded, plan, item)[0][0]
+    batches, _, streams = _owed_batches(loaded, plan, item)
+    batch = batches[0]
     texts, configs = [plan.prompts[i].prompt for i in batch], [plan.settings.config(plan.prompts[i].category) for i in batch]
     seconds = {}
     for tokens in (1, 9):
         started = time.perf_counter()
-        generate_batch(loaded, texts, [_steps_config(c, tokens) for c in configs])
+        _run_at_once(lambda: generate_batch(loaded, texts, [_steps_config(c, tokens) for c in configs]), streams)
         seconds[tokens] = time.perf_counter() - started
     per_token = max((seconds[9] - seconds[1]) / 8, 1e-6)
-    return Measurement(loaded.device, loaded.dtype, len(batch), load, max(seconds[1] - per_token, 0.0), per_token), loaded
+    return Measurement(loaded.device, loaded.dtype, len(batch), load, max(seconds[1] - per_token, 0.0), per_token, streams), loaded
 
 # %% ../nbs/20_sweep.ipynb #072b4729
 @dataclass
@@ -336,10 +340,11 @@ def estimate_sweep(plan:SweepPlan, judge:SweepJudge|None=None)->SweepEstimate:
         measured, loaded = measure(plan, owing[0])
         measurements[sweep.run.name] = measured
         for item in owing:
-            batches, lengths = _owed_batches(loaded, plan, item)
-            for batch in batches:
-                width = max(lengths[i] for i in batch)
-                budget = max(_token_budget(plan.settings.config(plan.prompts[i].category), width) for i in batch)
+            batches, lengths, streams = _owed_batches(loaded, plan, item)
+            # `streams` batches at once, as the measured round: each round costs what its longest budget costs
+            for at_once in (batches[i:i + streams] for i in range(0, len(batches), streams)):
+                budget = max(_token_budget(plan.settings.config(plan.prompts[i].category), max(lengths[j] for j in batch))
+                             for batch in at_once for i in batch)
                 seconds += measured.prefill + measured.per_token * budget
             seconds, load_seconds = seconds + measured.load, load_seconds + measured.load
         del loaded
