@@ -19,7 +19,7 @@ from .core import TinyscaleError, add_options, atomic_write_text, config_hash, p
 from .completions import COMPLETION_FIELDS, Completion, completion_id, completions_dir, load_completions
 from .models import ModelSource, load_model, pick_device
 from .prompts import prompt_set_hash
-from .generate import (GenerationSettings, _run_at_once, _run_batch_size, add_generation_options, existing_completion_ids, form_batches, generate_batch,
+from .generate import (GenerationSettings, _batch_timing, _run_batch_size, add_generation_options, existing_completion_ids, form_batches,
                                 generate_model, read_generation_prompts)
 from .runs import Checkpoint, TrainingRun, checkpoint_hash, find_run, parse_steps, select_checkpoints
 
@@ -272,11 +272,6 @@ def _token_budget(config:dict, width:int)->int:
     "The most new tokens a completion with these settings can have."
     return config["max_new_tokens"] if "max_new_tokens" in config else max(0, config["max_length"] - width)
 
-def _steps_config(config:dict, tokens:int)->dict:
-    "`config` made to run exactly `tokens` new tokens."
-    config = {k: v for k, v in config.items() if k not in ("max_length", "min_length")}
-    return {**config, "max_new_tokens": tokens, "min_new_tokens": tokens}
-
 def _owed_batches(loaded, plan:SweepPlan, item:SweepItem)->tuple[list, list, int]:
     "The batches of `item` that hold a missing prompt, each prompt's token length, and how many batches run at once."
     lengths = [len(ids) for ids in loaded.tokenizer([p.prompt for p in plan.prompts]).input_ids]
@@ -287,7 +282,7 @@ def _owed_batches(loaded, plan:SweepPlan, item:SweepItem)->tuple[list, list, int
     return batches, lengths, max(1, min(streams, len(batches)))
 
 def measure(plan:SweepPlan, item:SweepItem)->tuple[Measurement, object]:
-    "Time loading `item`'s checkpoint and its longest owed batch at 1 and 9 new tokens (as many copies at once as `generate` runs batches at once); returns the measurement and the model."
+    "Time loading `item`'s checkpoint and a few steps of its longest owed batch (as many copies at once as `generate` runs batches at once: `generate`'s own probe timing); returns the measurement and the model."
     load_model(item.source, plan.settings.device, plan.settings.dtype)  # the first load also imports the model's code
     started = time.perf_counter()
     loaded = load_model(item.source, plan.settings.device, plan.settings.dtype)
@@ -295,13 +290,9 @@ def measure(plan:SweepPlan, item:SweepItem)->tuple[Measurement, object]:
     batches, _, streams = _owed_batches(loaded, plan, item)
     batch = batches[0]
     texts, configs = [plan.prompts[i].prompt for i in batch], [plan.settings.config(plan.prompts[i].category) for i in batch]
-    seconds = {}
-    for tokens in (1, 9):
-        started = time.perf_counter()
-        _run_at_once(lambda: generate_batch(loaded, texts, [_steps_config(c, tokens) for c in configs]), streams)
-        seconds[tokens] = time.perf_counter() - started
-    per_token = max((seconds[9] - seconds[1]) / 8, 1e-6)
-    return Measurement(loaded.device, loaded.dtype, len(batch), load, max(seconds[1] - per_token, 0.0), per_token, streams), loaded
+    first, per_token = _batch_timing(loaded, texts, configs, repeats=1, streams=streams)  # the first step reads the prompts
+    per_token = max(per_token, 1e-6)
+    return Measurement(loaded.device, loaded.dtype, len(batch), load, max(first - per_token, 0.0), per_token, streams), loaded
 
 # %% ../nbs/20_sweep.ipynb #072b4729
 @dataclass
