@@ -1,4 +1,4 @@
-"The benchmarks run: `bench/generate.py --quick` end to end, so the script cannot rot between full runs."
+"The benchmarks run: `bench/generate.py --quick` end to end and `bench/output_layer.py` on a small shape, so the scripts cannot rot between full runs."
 import re, subprocess, sys
 from pathlib import Path
 
@@ -20,3 +20,14 @@ def test_generation_benchmark_quick_runs_and_prints_its_figures(offline_env, tmp
     # Random weights give no near-ties worth the name: the quick run's outputs agree with the loop nearly everywhere
     assert int(figures["of"]) == 24 and int(figures["match"]) >= 22
     assert "matmul peak" in done.stdout and "(c) tinyscale" in done.stdout
+
+
+def test_output_layer_benchmark_prints_both_rates_and_equal_logits(offline_env):
+    done = subprocess.run([sys.executable, str(ROOT/"bench"/"output_layer.py"), "--hidden", "64", "--rows", "5,40",
+                           "--threads", "1", "--vocab", "5000", "--seconds", "0.05", "--repeats", "1"],
+                          env=offline_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if re.match(r"^\s+1\s+64\s", line)]
+    assert [r[2] for r in rows] == ["5", "40"], done.stdout
+    for r in rows:   # threads hidden rows a GF/s b GF/s b/a sliced equal
+        assert float(r[3]) > 0 and float(r[5]) > 0 and r[8] == "yes" and r[9] == "yes", done.stdout

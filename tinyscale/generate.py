@@ -24,11 +24,12 @@ from .prompts import Prompt, load_prompts, prompt_set_hash, read_prompt_rows
 from .completions import Completion, append_completions, completion_id, completions_dir
 
 # %% auto #0
-__all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'NOT_GENERATION_SETTINGS',
-           'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS', 'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_STEPS',
-           'PROBE_MAX_REPEATS', 'PROBE_TOLERANCE', 'PROBE_MIN_PROMPTS', 'PROBE_SECONDS', 'STREAM_CHOICES',
-           'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow', 'BeamCacheLayer', 'BeamCache',
-           'beam_cache', 'BatchStopped', 'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story',
+__all__ = ['DEFAULT_MODELS', 'BEAM_SEARCH', 'PRESETS', 'CATEGORY_OVERRIDES', 'DEFAULT_BATCH_SIZE', 'OUTPUT_SLICE',
+           'SLICED_MIN_ROWS_X_HIDDEN', 'NOT_GENERATION_SETTINGS', 'STORY_OPENINGS', 'SENTENCEPIECE_SPACE', 'STEP_FLOPS',
+           'MAX_BATCH_SIZE', 'MEMORY_SHARE', 'PROBE_STEPS', 'PROBE_MAX_REPEATS', 'PROBE_TOLERANCE', 'PROBE_MIN_PROMPTS',
+           'PROBE_SECONDS', 'STREAM_CHOICES', 'check_preset', 'completion_config', 'form_batches', 'MinNewTokensPerRow',
+           'BeamCacheLayer', 'BeamCache', 'beam_cache', 'output_slices', 'slices_here', 'SlicedOutputLayer',
+           'sliced_output', 'BatchStopped', 'generate_batch', 'eos_loving', 'trim_padding', 'starts_new_story',
            'completion_flags', 'decode_continuation', 'existing_completion_ids', 'read_generation_prompts', 'row_flops',
            'heuristic_batch_size', 'threads_per_stream', 'batch_size_cache_path', 'batch_shape_key', 'Batching',
            'stream_choices', 'batch_size_for', 'ModelRun', 'GenerationSettings', 'run_batches', 'generate_model',
@@ -185,6 +186,43 @@ def beam_cache(model, # a transformers causal LM
     if not layers or any(type(layer) is not DynamicLayer for layer in layers): return None
     return BeamCache(len(layers), capacity, prompt_width)
 
+# %% ../nbs/05_generate.ipynb #0a9f436a
+OUTPUT_SLICE = 1024  # words of the output layer per matrix product on a CPU
+SLICED_MIN_ROWS_X_HIDDEN = 32768  # per thread: on several threads, smaller products run faster whole
+_slicing = threading.local()
+
+def output_slices(words:int)->list[int]:
+    "Widths of the slices of an output layer of `words` words: `OUTPUT_SLICE` each, the last taking the rest (a narrow last slice would run on another kernel)."
+    whole = max(words // OUTPUT_SLICE, 1)
+    return [OUTPUT_SLICE] * (whole - 1) + [words - OUTPUT_SLICE * (whole - 1)]
+
+def slices_here(x:torch.Tensor)->bool:
+    "Whether, in this thread, a `SlicedOutputLayer` computes its logits of `x` (rows × hidden size) in slices."
+    threads = torch.get_num_threads()
+    return (getattr(_slicing, "on", False) and x.device.type == "cpu"
+            and (threads == 1 or x.numel() >= SLICED_MIN_ROWS_X_HIDDEN * threads))
+
+class SlicedOutputLayer(torch.nn.Linear):
+    "A `Linear` output layer that, inside `sliced_output` and on a CPU, computes its logits in `output_slices` (the same values)."
+    def forward(self, x):
+        if not slices_here(x): return super().forward(x)
+        widths = output_slices(self.out_features)
+        weights = self.weight.split(widths)
+        biases = self.bias.split(widths) if self.bias is not None else [None] * len(weights)
+        return torch.cat([torch.nn.functional.linear(x, w, b) for w, b in zip(weights, biases)], -1)
+
+@contextmanager
+def sliced_output(model, # a transformers causal LM
+                  on:bool=True, # False: the block runs the output layer as one product
+                 ):
+    "Within the block and in this thread, `model`'s output layer computes its logits in slices where it is a plain `Linear` of at least four slices; yields whether it does."
+    layer = model.get_output_embeddings()
+    if on and type(layer) is torch.nn.Linear and layer.out_features >= 4 * OUTPUT_SLICE: layer.__class__ = SlicedOutputLayer
+    before = getattr(_slicing, "on", False)
+    _slicing.on = on and isinstance(layer, SlicedOutputLayer)
+    try: yield _slicing.on
+    finally: _slicing.on = before
+
 # %% ../nbs/05_generate.ipynb #98991a65
 NOT_GENERATION_SETTINGS = ("preset", "category", "batching", "dtype", "min_new_tokens")
 
@@ -225,6 +263,7 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
                    texts:list[str], # prompts
                    configs:list[dict], # `completion_config` of each prompt
                    use_beam_cache:bool=True, # `BeamCache` where it applies (same tokens, less copying)
+                   slice_output:bool=True, # the output layer in slices on a CPU (`sliced_output`: same logits, faster)
                    stop:threading.Event|None=None, # once set, the batch ends at its next step and raises `BatchStopped`
                    steps:int|None=None, # end after this many new tokens (for timing a batch: its buffers keep their full size)
                    step_times:list|None=None, # if given, the time at which each step ends is appended to it
@@ -245,7 +284,8 @@ def generate_batch(loaded:LoadedModel, # from `load_model`
     criteria = ([_StopWhenSet(stop)] if stop is not None else []) + ([_StopAfter(width + steps)] if steps else []) + \
                ([_StepClock(step_times, loaded.device)] if step_times is not None else [])
     if criteria: extra["stopping_criteria"] = StoppingCriteriaList(criteria)
-    output = loaded.model.generate(**encoded, generation_config=generation_config, logits_processor=processors, **extra)
+    with sliced_output(loaded.model, slice_output):
+        output = loaded.model.generate(**encoded, generation_config=generation_config, logits_processor=processors, **extra)
     if stop is not None and stop.is_set(): raise BatchStopped("the run is stopping: this batch's tokens are incomplete")
     return [row[width:].tolist() for row in output.cpu()], width
 
@@ -423,7 +463,7 @@ def batch_shape_key(loaded:LoadedModel)->str:
     heads = getattr(c, "num_heads", None) or c.num_attention_heads
     device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
     return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
-            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 4")  # 3: timed step by step at full buffer sizes; 4: prompts read once per prompt
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 5")  # 3: timed step by step at full buffer sizes; 4: prompts read once per prompt; 5: the output layer in slices
 
 def _read_timings(path:Path)->dict:
     try: return json.loads(path.read_text())
