@@ -199,11 +199,11 @@ def output_slices(words:int)->list[int]:
 def slices_here(x:torch.Tensor)->bool:
     "Whether, in this thread, a `SlicedOutputLayer` computes its logits of `x` (rows × hidden size) in slices."
     threads = torch.get_num_threads()
-    return (getattr(_slicing, "on", False) and x.device.type == "cpu"
+    return (getattr(_slicing, "on", False) and x.device.type == "cpu" and x.dtype == torch.float32
             and (threads == 1 or x.numel() >= SLICED_MIN_ROWS_X_HIDDEN * threads))
 
 class SlicedOutputLayer(torch.nn.Linear):
-    "A `Linear` output layer that, inside `sliced_output` and on a CPU, computes its logits in `output_slices` (the same values)."
+    "A `Linear` output layer that, inside `sliced_output`, on a CPU and in float32, computes its logits in `output_slices` (the same values)."
     def forward(self, x):
         if not slices_here(x): return super().forward(x)
         widths = output_slices(self.out_features)
@@ -463,7 +463,7 @@ def batch_shape_key(loaded:LoadedModel)->str:
     heads = getattr(c, "num_heads", None) or c.num_attention_heads
     device = torch.cuda.get_device_name() if loaded.device == "cuda" else loaded.device
     return (f"{c.model_type} h{c.hidden_size} l{layers} heads{heads} i{c.intermediate_size} v{c.vocab_size} | {device} | "
-            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 5")  # 3: timed step by step at full buffer sizes; 4: prompts read once per prompt; 5: the output layer in slices
+            f"{loaded.dtype} | {torch.get_num_threads()} threads | torch {torch.__version__} | probe 6")  # 3: timed step by step at full buffer sizes; 4: prompts read once per prompt; 5: the output layer in slices; 6: in float32 only
 
 def _read_timings(path:Path)->dict:
     try: return json.loads(path.read_text())
