@@ -53,7 +53,9 @@ from transformers.utils import logging as transformers_logging
 PEAK_TARGET = 0.40
 TIME_GROUPS = {  # operators by what they do in a beam-search step of a GPT-Neo / Llama-style model
     "matrix products of the layers and the output layer": ("aten::mm", "aten::addmm"),
-    "attention's products over the cache": ("aten::bmm",),
+    "attention's products over the cache": ("aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                            "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention",
+                                            "aten::_scaled_dot_product_cudnn_attention"),  # eager (GPT-Neo) or SDPA (Llama)
     "beam reorder of the cache": ("aten::index_select", "aten::index_copy_"),
     "elementwise (GELU, residual adds, masks, softmax, layer norm)": (
         "aten::add", "aten::mul", "aten::tanh", "aten::pow", "aten::where", "aten::_softmax",
@@ -189,7 +191,8 @@ def time_breakdown(loaded, prompts, configs, batch_size, streams=1):
         wall = time.perf_counter() - start
     own = {event.key: event.self_cpu_time_total / 1e6 for event in profiler.key_averages()}
     groups = [(name, sum(own.pop(op, 0.0) for op in ops)) for name, ops in TIME_GROUPS.items()]
-    groups.append(("other operators", sum(own.values())))
+    largest = [op.removeprefix("aten::") for op, _ in sorted(own.items(), key=lambda item: -item[1])[:3]]
+    groups.append((f"other operators (the largest: {', '.join(largest)})" if largest else "other operators", sum(own.values())))
     groups.append(("outside operators (Python, the generation loop, profiling)", wall - sum(t for _, t in groups)))
     return groups, wall, len(batch)
 
@@ -305,7 +308,9 @@ def bench_size(args, size, prompts, models_dir):
     seed = f"{speed['c'] / speed['b']:.2f}" if "b" in speed else "nan"
     loop_match = f"{match('a')}/{len(prompts)}" if "a" in results else "0/0"
     seed_match = f"{match('b')}/{len(prompts)}" if "b" in results else "0/0"
-    print(f"c/a = {loop}x   c/b = {seed}x   outputs of c matching a: {loop_match}, matching b: {seed_match}")
+    ratio = lambda other, value: f"c/{other} = {value}x" if other in speed else f"c/{other}: ({other}) not run"
+    matching = lambda other, value: f"matching {other}: {value}" if other in results else f"matching {other}: ({other}) not run"
+    print(f"{ratio('a', loop)}   {ratio('b', seed)}   outputs of c {matching('a', loop_match)}, {matching('b', seed_match)}")
     line = (f"speedup_vs_loop={loop} speedup_vs_seed={seed} matmul_peak_fraction={fraction:.3f} "
             f"outputs_match_loop={loop_match}")
     print(f"load average now: {load_average()}")
