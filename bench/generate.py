@@ -333,7 +333,7 @@ def main(argv=None):
           f"(1, 5, 15 min, {os.cpu_count()} CPUs)", flush=True)
     rows = [bench_size(args, size, prompts, models_dir) for size in args.size_list]
     if len(rows) > 1:
-        print(f"\n| size | parameters | batch size | (c) new tokens/s | c/a | c/b | share of peak |\n|---|---|---|---|---|---|---|")
+        print("\n| size | parameters | batch size | (c) new tokens/s | c/a | c/b | share of peak |\n|---|---|---|---|---|---|---|")
         for r in rows:
             loop, seed = (f"{r['speed']['c'] / r['speed'][k]:.2f}" if k in r["speed"] else "-" for k in "ab")
             print(f"| {r['size']} | {r['params']:,} | {r['batch_size']} x{r['streams']} ({r['how']}) | {r['speed']['c']:.1f} | {loop} | "

@@ -31,7 +31,7 @@ Figures vary on a shared machine (up to 2x between identical runs, far more when
 load average is printed, and CPU seconds next to wall seconds); `--baseline` measures both versions
 on the same store in the same run. The last line is machine-readable.
 """
-import argparse, json, os, random, resource, shutil, statistics, subprocess, sys, tempfile, textwrap, time
+import argparse, json, os, random, resource, shutil, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
