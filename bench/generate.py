@@ -308,9 +308,9 @@ def bench_size(args, size, prompts, models_dir):
     seed = f"{speed['c'] / speed['b']:.2f}" if "b" in speed else "nan"
     loop_match = f"{match('a')}/{len(prompts)}" if "a" in results else "0/0"
     seed_match = f"{match('b')}/{len(prompts)}" if "b" in results else "0/0"
-    ratio = lambda other, value: f"c/{other} = {value}x" if other in speed else f"c/{other}: ({other}) not run"
-    matching = lambda other, value: f"matching {other}: {value}" if other in results else f"matching {other}: ({other}) not run"
-    print(f"{ratio('a', loop)}   {ratio('b', seed)}   outputs of c {matching('a', loop_match)}, {matching('b', seed_match)}")
+    shown = lambda other, text: text if other in results else f"({other}) not run"
+    print(f"c/a: {shown('a', loop + 'x')}   c/b: {shown('b', seed + 'x')}   "
+          f"outputs of c matching a: {shown('a', loop_match)}, matching b: {shown('b', seed_match)}")
     line = (f"speedup_vs_loop={loop} speedup_vs_seed={seed} matmul_peak_fraction={fraction:.3f} "
             f"outputs_match_loop={loop_match}")
     print(f"load average now: {load_average()}")
